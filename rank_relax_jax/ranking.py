@@ -1,0 +1,276 @@
+"""Soft ranking, soft sorting and relaxed permutation matrices, and exact ranks.
+
+The public functions here validate their arguments, handle ``axis``, ``where`` and dtypes through
+:mod:`rank_relax_jax._axis`, and dispatch to a relaxation implemented once over the last axis in
+:mod:`rank_relax_jax.methods`. Exact ranks follow ``scipy.stats.rankdata``.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from jax.typing import ArrayLike
+
+from rank_relax_jax import _axis, _checks
+
+# (operation, method) -> (module in rank_relax_jax.methods, kernel name). Kernels take
+# ``(x, mask, temperature, *, descending, **options)`` over the last axis; see methods/__init__.py.
+_KERNELS: dict[tuple[str, str], tuple[str, str]] = {
+    ("rank", "isotonic"): ("isotonic", "isotonic_rank"),
+    ("rank", "sigmoid"): ("pairwise", "sigmoid_rank"),
+    ("rank", "probabilistic"): ("pairwise", "probabilistic_rank"),
+    ("rank", "neuralsort"): ("permutation", "neuralsort_rank"),
+    ("rank", "softsort"): ("permutation", "softsort_rank"),
+    ("rank", "smoothi"): ("smoothi", "smoothi_rank"),
+    ("sort", "isotonic"): ("isotonic", "isotonic_sort"),
+    ("sort", "neuralsort"): ("permutation", "neuralsort_sort"),
+    ("sort", "softsort"): ("permutation", "softsort_sort"),
+    ("permutation", "neuralsort"): ("permutation", "neuralsort_permutation"),
+    ("permutation", "softsort"): ("permutation", "softsort_permutation"),
+}
+
+RANK_METHODS = tuple(m for op, m in _KERNELS if op == "rank")
+SORT_METHODS = tuple(m for op, m in _KERNELS if op == "sort")
+PERMUTATION_METHODS = tuple(m for op, m in _KERNELS if op == "permutation")
+REGULARIZATIONS = ("l2", "kl")
+TIES = ("average", "min", "max", "dense", "ordinal")
+
+
+def _kernel(op: str, method: str):
+    module, name = _KERNELS[(op, method)]
+    return getattr(importlib.import_module(f"rank_relax_jax.methods.{module}"), name)
+
+
+def _options(fn: str, method: str, regularization: str) -> dict[str, Any]:
+    _checks.check_choice(fn, "regularization", regularization, REGULARIZATIONS)
+    if method == "isotonic":
+        return {"regularization": regularization}
+    if regularization != "l2":
+        raise ValueError(
+            f"{fn}: argument `regularization` only applies to method='isotonic'; got "
+            f"regularization={regularization!r} with method={method!r}."
+        )
+    return {}
+
+
+def soft_rank(
+    x: ArrayLike,
+    *,
+    method: str = "isotonic",
+    temperature: ArrayLike = 1.0,
+    axis: int = -1,
+    descending: bool = False,
+    where: ArrayLike | None = None,
+    regularization: str = "l2",
+) -> jax.Array:
+    r"""Differentiable ranks of ``x`` along ``axis``.
+
+    Rank 1 is the smallest value (``descending=False``, as ``scipy.stats.rankdata``) or the
+    largest (``descending=True``). Every method tends to the exact ranks of distinct values as
+    ``temperature`` :math:`\tau \to 0` and is smooth for :math:`\tau > 0`.
+
+    =================  =========================================================  ==============
+    method             relaxation                                                 cost
+    =================  =========================================================  ==============
+    ``isotonic``       projection onto the permutahedron (Blondel et al. 2020)    O(n log n)
+    ``sigmoid``        :math:`1 + \sum_{j \ne i} \sigma((x_i - x_j)/\tau)`        O(n²) time,
+                       (Qin et al. 2010)                                          O(n) memory
+    ``probabilistic``  :math:`1 + \sum_{j \ne i} \Phi((x_i - x_j)/(\sqrt2\tau))`  O(n²) time,
+                       (SoftRank, Taylor et al. 2008)                             O(n) memory
+    ``neuralsort``     :math:`\hat P^\top (1..n)` (Grover et al. 2019)            O(n²)
+    ``softsort``       :math:`\hat P^\top (1..n)` (Prillo & Eisenschlos 2020)     O(n²)
+    ``smoothi``        smooth rank indicators (Thonet et al. 2021)                O(n²)
+    =================  =========================================================  ==============
+
+    Args:
+      x: Floating array of scores.
+      method: One of the methods above.
+      temperature: Positive smoothness :math:`\tau` (Blondel's :math:`\varepsilon` for
+        ``isotonic``); may be traced, so it can be annealed inside ``jit`` without recompiling.
+      axis: Axis to rank along; the other axes are batch axes.
+      descending: If True, rank 1 is the largest value.
+      where: Optional boolean mask broadcastable to ``x``; ``False`` marks padding, which gets
+        rank 0, exactly zero gradient, and does not influence the valid entries.
+      regularization: ``"l2"`` or ``"kl"``; only for ``method="isotonic"``.
+
+    Returns:
+      Array of the same shape and dtype as ``x`` with soft ranks in ``[1, m]`` for a list of
+      ``m`` valid entries.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from rank_relax_jax import soft_rank
+      >>> x = jnp.array([0.3, -1.2, 2.5])
+      >>> soft_rank(x, method="sigmoid", temperature=1e-3).round(3)
+      Array([2., 1., 3.], dtype=float32)
+    """
+    fn = "soft_rank"
+    _checks.check_choice(fn, "method", method, RANK_METHODS)
+    options = _options(fn, method, regularization)
+    frame = _axis.prepare(fn, x, axis=axis, where=where)
+    t = frame.temperature(temperature)
+    out = _kernel("rank", method)(frame.x, frame.mask, t, descending=bool(descending), **options)
+    return frame.finish_elementwise(out)
+
+
+def soft_sort(
+    x: ArrayLike,
+    *,
+    method: str = "isotonic",
+    temperature: ArrayLike = 1.0,
+    axis: int = -1,
+    descending: bool = False,
+    where: ArrayLike | None = None,
+    regularization: str = "l2",
+) -> jax.Array:
+    r"""Differentiable sort of ``x`` along ``axis`` (ascending unless ``descending=True``).
+
+    Methods: ``isotonic`` (Blondel et al. 2020, O(n log n)), ``neuralsort`` (Grover et al.
+    2019, O(n²)) and ``softsort`` (Prillo & Eisenschlos 2020, O(n²)). Each tends to
+    ``jnp.sort(x)`` as ``temperature`` → 0.
+
+    Args:
+      x: Floating array.
+      method: One of ``"isotonic"``, ``"neuralsort"``, ``"softsort"``.
+      temperature: Positive smoothness (traced values allowed).
+      axis: Axis to sort along.
+      descending: If True, sort from largest to smallest.
+      where: Optional boolean mask; the ``m`` valid values of a list fill its first ``m`` slots
+        and the remaining slots are 0.
+      regularization: ``"l2"`` or ``"kl"``; only for ``method="isotonic"``.
+
+    Returns:
+      Array of the same shape and dtype as ``x``.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from rank_relax_jax import soft_sort
+      >>> soft_sort(jnp.array([0.3, -1.2, 2.5]), method="neuralsort", temperature=1e-3)
+      Array([-1.2,  0.3,  2.5], dtype=float32)
+    """
+    fn = "soft_sort"
+    _checks.check_choice(fn, "method", method, SORT_METHODS)
+    options = _options(fn, method, regularization)
+    frame = _axis.prepare(fn, x, axis=axis, where=where)
+    t = frame.temperature(temperature)
+    out = _kernel("sort", method)(frame.x, frame.mask, t, descending=bool(descending), **options)
+    return frame.finish_sorted(out)
+
+
+def soft_permutation(
+    x: ArrayLike,
+    *,
+    method: str = "neuralsort",
+    temperature: ArrayLike = 1.0,
+    axis: int = -1,
+    descending: bool = False,
+    where: ArrayLike | None = None,
+) -> jax.Array:
+    r"""Relaxed sorting permutation matrix :math:`\hat P` of ``x`` along ``axis``.
+
+    :math:`\hat P_{rj}` is the weight of input entry :math:`j` in sorted slot :math:`r`, so
+    :math:`\hat P x` is a soft sort of :math:`x`. Each row sums to 1 (row-stochastic); as
+    ``temperature`` → 0, :math:`\hat P` tends to the hard permutation matrix.
+
+    Args:
+      x: Floating array.
+      method: ``"neuralsort"`` (Grover et al. 2019) or ``"softsort"`` (Prillo & Eisenschlos
+        2020). Both cost O(n²) time and memory.
+      temperature: Positive smoothness (traced values allowed).
+      axis: Axis to sort along.
+      descending: If True, slot 1 holds the largest entry.
+      where: Optional boolean mask; with ``m`` valid entries the top-left ``m × m`` block (in
+        valid columns) is the permutation of the filtered list, all else is 0.
+
+    Returns:
+      Array of shape ``batch + (n, n)`` where ``batch`` is ``x.shape`` without ``axis``.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from rank_relax_jax import soft_permutation
+      >>> soft_permutation(jnp.array([0.3, -1.2, 2.5]), temperature=1e-3).round(2)
+      Array([[0., 1., 0.],
+             [1., 0., 0.],
+             [0., 0., 1.]], dtype=float32)
+    """
+    fn = "soft_permutation"
+    _checks.check_choice(fn, "method", method, PERMUTATION_METHODS)
+    frame = _axis.prepare(fn, x, axis=axis, where=where)
+    t = frame.temperature(temperature)
+    out = _kernel("permutation", method)(frame.x, frame.mask, t, descending=bool(descending))
+    return frame.finish_matrix(out)
+
+
+def rank(
+    x: ArrayLike,
+    *,
+    axis: int = -1,
+    descending: bool = False,
+    where: ArrayLike | None = None,
+    ties: str = "average",
+) -> jax.Array:
+    """Exact ranks along ``axis``, matching ``scipy.stats.rankdata``.
+
+    Ranks start at 1. ``ties`` says what tied values get, exactly as in scipy: ``"average"``
+    (mean of the ranks they span), ``"min"``, ``"max"``, ``"dense"`` (consecutive group ranks)
+    or ``"ordinal"`` (distinct ranks in index order). ``descending=True`` ranks ``-x``. A list
+    holding a NaN gets NaN ranks at every valid entry (scipy's ``nan_policy="propagate"``). The
+    output is piecewise constant, so its gradient is zero; it is the zero-temperature
+    reference for :func:`soft_rank`. Cost: one O(n log n) sort and an O(n) scatter.
+
+    Args:
+      x: Floating array.
+      axis: Axis to rank along.
+      descending: If True, rank 1 is the largest value.
+      where: Optional boolean mask; padding gets rank 0 and valid entries are ranked among
+        themselves.
+      ties: One of ``"average"``, ``"min"``, ``"max"``, ``"dense"``, ``"ordinal"``.
+
+    Returns:
+      Ranks with the shape and dtype of ``x``. (In bfloat16, ranks above 256 are rounded.)
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from rank_relax_jax import rank
+      >>> rank(jnp.array([2.0, 1.0, 2.0, 5.0]))
+      Array([2.5, 1. , 2.5, 4. ], dtype=float32)
+      >>> rank(jnp.array([2.0, 1.0, 2.0, 5.0]), ties="dense", descending=True)
+      Array([2., 3., 2., 1.], dtype=float32)
+    """
+    fn = "rank"
+    _checks.check_choice(fn, "ties", ties, TIES)
+    frame = _axis.prepare(fn, x, axis=axis, where=where)
+    xs = jax.lax.stop_gradient(frame.x)
+    perm = _axis.argsort_valid(xs, frame.mask, descending=bool(descending))
+    n = frame.n
+    pos = jnp.broadcast_to(jnp.arange(n, dtype=jnp.int32), xs.shape)
+    if ties == "ordinal":
+        sorted_ranks = pos + 1
+    else:
+        s = jnp.take_along_axis(xs, perm, axis=-1)
+        starts = jnp.concatenate(
+            [jnp.ones(s.shape[:-1] + (1,), bool), s[..., 1:] != s[..., :-1]], axis=-1
+        )
+        if frame.mask is not None:
+            # A padded 0 sorted after a valid 0 must not join its tie group.
+            v = jnp.take_along_axis(frame.mask, perm, axis=-1)
+            starts = starts.at[..., 1:].set(starts[..., 1:] | (v[..., 1:] != v[..., :-1]))
+        if ties == "dense":
+            sorted_ranks = jnp.cumsum(starts, axis=-1, dtype=jnp.int32)
+        else:
+            first = jax.lax.cummax(jnp.where(starts, pos, 0), axis=s.ndim - 1)
+            ends = jnp.concatenate([starts[..., 1:], jnp.ones(s.shape[:-1] + (1,), bool)], -1)
+            last = jax.lax.cummin(jnp.where(ends, pos, n - 1), axis=s.ndim - 1, reverse=True)
+            if ties == "min":
+                sorted_ranks = first + 1
+            elif ties == "max":
+                sorted_ranks = last + 1
+            else:
+                sorted_ranks = (first + last + 2).astype(frame.x.dtype) / 2
+    out = _axis.unsort(perm, sorted_ranks.astype(frame.x.dtype))
+    has_nan = jnp.any(jnp.isnan(xs), axis=-1, keepdims=True)
+    out = jnp.where(has_nan, jnp.nan, out)
+    return frame.finish_elementwise(out)

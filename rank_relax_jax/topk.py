@@ -1,0 +1,153 @@
+"""Exact and relaxed top-k masks.
+
+``topk_mask`` is the exact k-hot mask of the k largest entries. ``soft_topk_mask`` relaxes it:
+``isotonic`` projects onto the capped simplex {m ∈ [0, 1]ⁿ : Σm = k} with the permutahedron
+machinery of Blondel et al. (2020) (L2: sparse, Sander et al. 2023), ``sigmoid`` thresholds at the
+midpoint between the k-th and (k+1)-th largest values. The sampling-based
+``perturbed_topk_mask`` (Berthet et al. 2020) lives in :mod:`rank_relax_jax.gumbel`.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+import jax
+import jax.numpy as jnp
+from jax.typing import ArrayLike
+
+from rank_relax_jax import _axis, _checks
+
+TOPK_METHODS = ("isotonic", "sigmoid")
+
+
+def _hard_topk(x: jax.Array, mask: jax.Array | None, k: int) -> jax.Array:
+    """k-hot over the last axis; ties go to the lower index; padding and NaN are never picked."""
+    perm = _axis.argsort_valid(x, mask, descending=True)
+    slots = jnp.broadcast_to(jnp.arange(x.shape[-1]) < k, x.shape).astype(x.dtype)
+    return _axis.unsort(perm, slots)
+
+
+def _straight_through(hard: jax.Array, soft: jax.Array) -> jax.Array:
+    return soft + jax.lax.stop_gradient(hard - soft)
+
+
+def topk_mask(x: ArrayLike, k: int, *, axis: int = -1, where: ArrayLike | None = None) -> jax.Array:
+    """Exact k-hot mask of the ``k`` largest entries of ``x`` along ``axis``.
+
+    Ties are broken deterministically by position: among equal values the one with the lower
+    index along ``axis`` is selected first (a stable sort of ``-x``). Padding (``where=False``) is
+    never selected; a list with fewer than ``k`` valid entries selects all of them. A NaN entry
+    is never selected and its output is NaN. The output is piecewise constant (zero gradient).
+    Cost: one O(n log n) sort and an O(n) scatter.
+
+    Args:
+      x: Floating array of scores.
+      k: Static number of entries to select, ``1 <= k <= x.shape[axis]``.
+      axis: Axis to select along.
+      where: Optional boolean mask; ``False`` marks padding.
+
+    Returns:
+      Array of 0s and 1s with the shape and dtype of ``x``.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from rank_relax_jax import topk_mask
+      >>> topk_mask(jnp.array([0.1, 3.0, 3.0, -2.0]), 2)
+      Array([0., 1., 1., 0.], dtype=float32)
+      >>> topk_mask(jnp.array([0.1, 3.0, 3.0, -2.0]), 1)
+      Array([0., 1., 0., 0.], dtype=float32)
+    """
+    fn = "topk_mask"
+    frame = _axis.prepare(fn, x, axis=axis, where=where)
+    k = _checks.check_k(fn, k, frame.n)
+    xs = jax.lax.stop_gradient(frame.x)
+    out = _hard_topk(xs, frame.mask, k)
+    out = jnp.where(jnp.isnan(xs), jnp.nan, out)
+    return frame.finish_elementwise(out)
+
+
+def _sigmoid_topk(x: jax.Array, mask: jax.Array | None, k: int, t: jax.Array) -> jax.Array:
+    n = x.shape[-1]
+    if k == n:
+        return jnp.ones_like(x)
+    perm = _axis.argsort_valid(jax.lax.stop_gradient(x), mask, descending=True)
+    s = jnp.take_along_axis(x, perm[..., k - 1 : k + 1], axis=-1)
+    threshold = jax.lax.stop_gradient(0.5 * (s[..., 0] + s[..., 1]))[..., None]
+    soft = jax.nn.sigmoid((x - threshold) / t)
+    if mask is None:
+        return soft
+    # With at most k valid entries every valid entry is selected.
+    enough = (jnp.sum(mask, axis=-1, keepdims=True) > k) | ~mask
+    return jnp.where(enough, soft, jnp.ones((), x.dtype))
+
+
+def soft_topk_mask(
+    x: ArrayLike,
+    k: int,
+    *,
+    method: str = "isotonic",
+    temperature: ArrayLike = 1.0,
+    axis: int = -1,
+    where: ArrayLike | None = None,
+    hard: bool = False,
+    regularization: str = "l2",
+) -> jax.Array:
+    r"""Differentiable mask of the ``k`` largest entries of ``x`` along ``axis``.
+
+    ``method="isotonic"`` solves
+
+    .. math::
+        m^\star = \arg\max_{m \in [0,1]^n,\ \sum_i m_i = k} \langle m, x \rangle - \tau\,R(m)
+
+    with :math:`R` the squared norm (``regularization="l2"``, sparse: exact 0s and 1s away from
+    the threshold) or the negative entropy (``"kl"``), in O(n log n) via isotonic regression
+    (Blondel et al. 2020; Sander et al. 2023). The mask sums to exactly ``k``.
+
+    ``method="sigmoid"`` is :math:`\sigma((x_i - t)/\tau)` with :math:`t` the midpoint between
+    the k-th and (k+1)-th largest values (held constant in the gradient); its sum is close to,
+    not exactly, ``k``. Both tend to :func:`topk_mask` as :math:`\tau \to 0` for distinct
+    values.
+
+    Args:
+      x: Floating array of scores.
+      k: Static number of entries to select, ``1 <= k <= x.shape[axis]``.
+      method: ``"isotonic"`` or ``"sigmoid"``.
+      temperature: Positive smoothness :math:`\tau` (traced values allowed).
+      axis: Axis to select along.
+      where: Optional boolean mask; padding gets 0 and zero gradient, and a list with at most
+        ``k`` valid entries selects all of them.
+      hard: If True, return the exact :func:`topk_mask` in the forward pass with the soft
+        mask's gradient (straight-through).
+      regularization: ``"l2"`` or ``"kl"``; only for ``method="isotonic"``.
+
+    Returns:
+      Array in ``[0, 1]`` with the shape and dtype of ``x``.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from rank_relax_jax import soft_topk_mask
+      >>> soft_topk_mask(jnp.array([0.1, 3.0, 2.0, -2.0]), 2, method="sigmoid",
+      ...                temperature=0.01).round(3)
+      Array([0., 1., 1., 0.], dtype=float32)
+    """
+    fn = "soft_topk_mask"
+    _checks.check_choice(fn, "method", method, TOPK_METHODS)
+    _checks.check_choice(fn, "regularization", regularization, ("l2", "kl"))
+    if method != "isotonic" and regularization != "l2":
+        raise ValueError(
+            f"{fn}: argument `regularization` only applies to method='isotonic'; got "
+            f"regularization={regularization!r} with method={method!r}."
+        )
+    frame = _axis.prepare(fn, x, axis=axis, where=where)
+    k = _checks.check_k(fn, k, frame.n)
+    t = frame.temperature(temperature)
+    if method == "sigmoid":
+        soft = _sigmoid_topk(frame.x, frame.mask, k, t)
+    else:
+        isotonic = importlib.import_module("rank_relax_jax.methods.isotonic")
+        soft = isotonic.isotonic_topk_mask(
+            frame.x, frame.mask, k, t, regularization=regularization
+        )
+    if hard:
+        soft = _straight_through(_hard_topk(jax.lax.stop_gradient(frame.x), frame.mask, k), soft)
+    return frame.finish_elementwise(soft)
