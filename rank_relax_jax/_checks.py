@@ -38,7 +38,8 @@ def check_axis(fn: str, axis: Any, ndim: int, name: str = "x") -> int:
         axis = operator.index(axis)
     except TypeError:
         raise TypeError(
-            f"{fn}: argument `axis` must be a Python int; got {axis!r} of type {type(axis).__name__}."
+            f"{fn}: argument `axis` must be a Python int; got {axis!r} of type "
+            f"{type(axis).__name__}."
         ) from None
     if ndim == 0:
         raise ValueError(
@@ -59,7 +60,8 @@ def check_k(fn: str, k: Any, n: int) -> int:
     except TypeError:
         raise TypeError(
             f"{fn}: argument `k` must be a static Python int in 1..{n}; got {k!r} of type "
-            f"{type(k).__name__}. If it is traced, mark it static (`jax.jit(..., static_argnames='k')`)."
+            f"{type(k).__name__}. If it is traced, mark it static "
+            f"(`jax.jit(..., static_argnames='k')`)."
         ) from None
     if not 1 <= k <= n:
         raise ValueError(

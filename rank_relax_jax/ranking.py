@@ -252,7 +252,7 @@ def rank(
     else:
         s = jnp.take_along_axis(xs, perm, axis=-1)
         starts = jnp.concatenate(
-            [jnp.ones(s.shape[:-1] + (1,), bool), s[..., 1:] != s[..., :-1]], axis=-1
+            [jnp.ones((*s.shape[:-1], 1), bool), s[..., 1:] != s[..., :-1]], axis=-1
         )
         if frame.mask is not None:
             # A padded 0 sorted after a valid 0 must not join its tie group.
@@ -262,7 +262,7 @@ def rank(
             sorted_ranks = jnp.cumsum(starts, axis=-1, dtype=jnp.int32)
         else:
             first = jax.lax.cummax(jnp.where(starts, pos, 0), axis=s.ndim - 1)
-            ends = jnp.concatenate([starts[..., 1:], jnp.ones(s.shape[:-1] + (1,), bool)], -1)
+            ends = jnp.concatenate([starts[..., 1:], jnp.ones((*s.shape[:-1], 1), bool)], -1)
             last = jax.lax.cummin(jnp.where(ends, pos, n - 1), axis=s.ndim - 1, reverse=True)
             if ties == "min":
                 sorted_ranks = first + 1

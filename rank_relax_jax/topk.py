@@ -72,7 +72,9 @@ def _sigmoid_topk(x: jax.Array, mask: jax.Array | None, k: int, t: jax.Array) ->
         return jnp.ones_like(x)
     perm = _axis.argsort_valid(jax.lax.stop_gradient(x), mask, descending=True)
     s = jnp.take_along_axis(x, perm[..., k - 1 : k + 1], axis=-1)
-    threshold = jax.lax.stop_gradient(0.5 * (s[..., 0] + s[..., 1]))[..., None]
+    # The threshold is piecewise linear in x and is differentiated like the rest (only the
+    # choice of which entries define it is hard), so the gradient is the op's true gradient.
+    threshold = (0.5 * (s[..., 0] + s[..., 1]))[..., None]
     soft = jax.nn.sigmoid((x - threshold) / t)
     if mask is None:
         return soft
@@ -104,7 +106,7 @@ def soft_topk_mask(
     (Blondel et al. 2020; Sander et al. 2023). The mask sums to exactly ``k``.
 
     ``method="sigmoid"`` is :math:`\sigma((x_i - t)/\tau)` with :math:`t` the midpoint between
-    the k-th and (k+1)-th largest values (held constant in the gradient); its sum is close to,
+    the k-th and (k+1)-th largest values (differentiated too); its sum is close to,
     not exactly, ``k``. Both tend to :func:`topk_mask` as :math:`\tau \to 0` for distinct
     values.
 
@@ -145,9 +147,7 @@ def soft_topk_mask(
         soft = _sigmoid_topk(frame.x, frame.mask, k, t)
     else:
         isotonic = importlib.import_module("rank_relax_jax.methods.isotonic")
-        soft = isotonic.isotonic_topk_mask(
-            frame.x, frame.mask, k, t, regularization=regularization
-        )
+        soft = isotonic.isotonic_topk_mask(frame.x, frame.mask, k, t, regularization=regularization)
     if hard:
         soft = _straight_through(_hard_topk(jax.lax.stop_gradient(frame.x), frame.mask, k), soft)
     return frame.finish_elementwise(soft)

@@ -1,0 +1,252 @@
+"""Contract tests run over every public deterministic op (DESIGN.md, "Quality bar").
+
+Each op is described once by an ``Op`` record; every check below is parametrized over all of
+them: jit == eager, vmap == batch, ``axis`` == moveaxis, masked == filtered (with garbage in the
+padding), padding gets zero output and exactly zero gradient, fully masked rows are finite with
+zero gradient, dtypes are preserved, gradients match finite differences in float64, the hard
+limit is reached at small temperature, and changing only the temperature does not retrace.
+Samplers (which need a key) have their own contract checks in ``test_gumbel.py``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import scipy.stats
+from jax.test_util import check_grads
+
+from rank_relax_jax import ranking, topk
+
+K = 2
+
+
+@dataclasses.dataclass(frozen=True)
+class Op:
+    name: str
+    fn: Callable[..., jax.Array]  # fn(x, *, temperature=..., axis=..., where=..., descending=...)
+    kind: str  # "elementwise" | "sorted" | "matrix"
+    smooth: bool = True  # takes a temperature and has a non-zero gradient
+    descending: bool = True  # accepts `descending`
+    grad_modes: tuple[str, ...] = ("fwd", "rev")
+
+    def __call__(self, x, **kw):
+        return self.fn(x, **kw)
+
+    def __repr__(self) -> str:
+        return self.name
+
+
+def _ranking_op(op: str, method: str, **options) -> Op:
+    public = {"rank": ranking.soft_rank, "sort": ranking.soft_sort}.get(op)
+    if op == "permutation":
+
+        def fn(x, **kw):
+            return ranking.soft_permutation(x, method=method, **options, **kw)
+
+        kind = "matrix"
+    else:
+
+        def fn(x, **kw):
+            return public(x, method=method, **options, **kw)
+
+        kind = "elementwise" if op == "rank" else "sorted"
+    suffix = "".join(f"-{v}" for v in options.values())
+    return Op(f"soft_{op}-{method}{suffix}", fn, kind)
+
+
+def _topk_op(method: str, **options) -> Op:
+    def fn(x, descending=False, **kw):
+        del descending
+        return topk.soft_topk_mask(x, K, method=method, **options, **kw)
+
+    suffix = "".join(f"-{v}" for v in options.values())
+    return Op(f"soft_topk_mask-{method}{suffix}", fn, "elementwise", descending=False)
+
+
+def _exact_rank(x, temperature=None, **kw):
+    del temperature
+    return ranking.rank(x, **kw)
+
+
+def _exact_topk(x, temperature=None, descending=False, **kw):
+    del temperature, descending
+    return topk.topk_mask(x, K, **kw)
+
+
+OPS = [
+    *[_ranking_op("rank", m) for m in ranking.RANK_METHODS],
+    _ranking_op("rank", "isotonic", regularization="kl"),
+    *[_ranking_op("sort", m) for m in ranking.SORT_METHODS],
+    _ranking_op("sort", "isotonic", regularization="kl"),
+    *[_ranking_op("permutation", m) for m in ranking.PERMUTATION_METHODS],
+    _topk_op("sigmoid"),
+    _topk_op("isotonic"),
+    _topk_op("isotonic", regularization="kl"),
+    Op("rank", _exact_rank, "elementwise", smooth=False),
+    Op("topk_mask", _exact_topk, "elementwise", smooth=False, descending=False),
+]
+SMOOTH = [op for op in OPS if op.smooth]
+parametrize_ops = pytest.mark.parametrize("op", OPS, ids=repr)
+parametrize_smooth = pytest.mark.parametrize("op", SMOOTH, ids=repr)
+
+
+def _distinct(shape, seed=0, dtype=np.float64, gap=0.3):
+    """Random values whose sorted neighbours differ by at least ``gap`` in every row."""
+    rng = np.random.default_rng(seed)
+    n = shape[-1]
+    base = np.arange(n) * gap + np.cumsum(rng.uniform(0, gap, size=shape), axis=-1)
+    base = base - base.mean(axis=-1, keepdims=True)
+    return rng.permuted(base, axis=-1).astype(dtype)
+
+
+def _weights(shape, seed=1):
+    return jnp.asarray(np.random.default_rng(seed).normal(size=shape))
+
+
+def _loss(op, x, **kw):
+    out = op(x, **kw)
+    return jnp.sum(out * _weights(out.shape))
+
+
+@parametrize_ops
+def test_jit_matches_eager(op):
+    x = jnp.asarray(_distinct((3, 6)))
+    np.testing.assert_allclose(jax.jit(lambda v: op(v))(x), op(x), rtol=1e-12, atol=1e-12)
+
+
+@parametrize_ops
+def test_vmap_matches_batch(op):
+    x = jnp.asarray(_distinct((4, 7), seed=2))
+    np.testing.assert_allclose(jax.vmap(lambda v: op(v))(x), op(x), rtol=1e-10, atol=1e-10)
+
+
+@parametrize_ops
+def test_axis_matches_moveaxis(op):
+    x = jnp.asarray(np.moveaxis(_distinct((3, 2, 5), seed=3), -1, 1))  # [3, 5, 2], ranked axis 1
+    out = op(x, axis=1)
+    ref = op(jnp.moveaxis(x, 1, -1))
+    if op.kind != "matrix":
+        ref = jnp.moveaxis(ref, -1, 1)
+    assert out.shape == ref.shape
+    np.testing.assert_allclose(out, ref, rtol=1e-10, atol=1e-10)
+    np.testing.assert_allclose(op(x, axis=-2), out, rtol=0, atol=0)
+
+
+def _masked_case(seed=4, b=5, n=8, min_valid=3):
+    rng = np.random.default_rng(seed)
+    x = _distinct((b, n), seed=seed)
+    mask = rng.random((b, n)) < 0.6
+    for i in range(b):  # at least `min_valid` valid entries, at varied positions
+        mask[i, rng.choice(n, size=min_valid, replace=False)] = True
+    return x, mask
+
+
+@parametrize_ops
+@pytest.mark.parametrize("descending", [False, True])
+def test_masked_equals_filtered(op, descending):
+    if descending and not op.descending:
+        pytest.skip("op has no `descending` option")
+    kw = {"descending": True} if descending else {}
+    x, mask = _masked_case()
+    garbage = np.where(mask, x, np.nan)  # padding content must never leak
+    out = np.asarray(op(jnp.asarray(garbage), where=jnp.asarray(mask), **kw))
+    assert np.all(np.isfinite(out))
+    for i in range(x.shape[0]):
+        m = mask[i]
+        ref = np.asarray(op(jnp.asarray(x[i][m]), **kw))
+        c = int(m.sum())
+        if op.kind == "elementwise":
+            np.testing.assert_allclose(out[i][m], ref, rtol=1e-9, atol=1e-9)
+            np.testing.assert_array_equal(out[i][~m], 0.0)
+        elif op.kind == "sorted":
+            np.testing.assert_allclose(out[i][:c], ref, rtol=1e-9, atol=1e-9)
+            np.testing.assert_array_equal(out[i][c:], 0.0)
+        else:
+            np.testing.assert_allclose(out[i][:c][:, m], ref, rtol=1e-9, atol=1e-9)
+            np.testing.assert_array_equal(out[i][c:], 0.0)
+            np.testing.assert_array_equal(out[i][:, ~m], 0.0)
+
+
+@parametrize_ops
+def test_padding_gets_exactly_zero_gradient(op):
+    x, mask = _masked_case(seed=5)
+    x = jnp.asarray(np.where(mask, x, np.inf))
+    g = jax.grad(lambda v: _loss(op, v, where=jnp.asarray(mask)))(x)
+    assert np.all(np.isfinite(g))
+    np.testing.assert_array_equal(np.asarray(g)[~mask], 0.0)
+    if op.smooth:
+        assert np.any(np.asarray(g)[mask] != 0.0)
+
+
+@parametrize_ops
+def test_fully_masked_rows_are_finite_with_zero_gradient(op):
+    x = jnp.asarray(_distinct((3, 6), seed=6))
+    mask = np.ones((3, 6), bool)
+    mask[1] = False
+    out = op(x, where=jnp.asarray(mask))
+    assert np.all(np.isfinite(out))
+    np.testing.assert_array_equal(np.asarray(out)[1], 0.0)
+    g = jax.grad(lambda v: _loss(op, v, where=jnp.asarray(mask)))(x)
+    assert np.all(np.isfinite(g))
+    np.testing.assert_array_equal(np.asarray(g)[1], 0.0)
+
+
+@parametrize_ops
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16, jnp.float16, jnp.float64])
+def test_dtype_is_preserved(op, dtype):
+    x = jnp.asarray(_distinct((2, 6), seed=7), dtype=dtype)
+    out = op(x)
+    assert out.dtype == dtype
+    assert np.all(np.isfinite(np.asarray(out, dtype=np.float64)))
+    ref = np.asarray(op(x.astype(jnp.float64)))
+    tol = {jnp.float64: 1e-12, jnp.float32: 1e-4}.get(dtype, 5e-2)
+    np.testing.assert_allclose(np.asarray(out, np.float64), ref, rtol=tol, atol=tol * 8)
+
+
+@parametrize_smooth
+def test_gradients_match_finite_differences(op):
+    x = jnp.asarray(_distinct((2, 5), seed=8, gap=0.2))
+    check_grads(
+        lambda v: _loss(op, v, temperature=0.7), (x,), order=1, modes=op.grad_modes, atol=1e-5
+    )
+
+
+@parametrize_smooth
+@pytest.mark.parametrize("descending", [False, True])
+def test_hard_limit_at_small_temperature(op, descending):
+    if descending and not op.descending:
+        pytest.skip("op has no `descending` option")
+    kw = {"descending": True} if descending else {}
+    x = _distinct((3, 7), seed=9, gap=0.5)
+    out = np.asarray(op(jnp.asarray(x), temperature=1e-3, **kw))
+    sign = -1.0 if descending else 1.0
+    if op.kind == "elementwise" and op.name.startswith("soft_rank"):
+        ref = scipy.stats.rankdata(sign * x, axis=-1)
+    elif op.kind == "elementwise":
+        ref = np.asarray(topk.topk_mask(jnp.asarray(x), K))
+    elif op.kind == "sorted":
+        ref = sign * np.sort(sign * x, axis=-1)
+    else:
+        ref = np.eye(7)[np.argsort(sign * x, axis=-1)]
+    np.testing.assert_allclose(out, ref, atol=1e-3)
+
+
+@parametrize_smooth
+def test_changing_temperature_does_not_retrace(op):
+    traces = []
+
+    @jax.jit
+    def f(v, t):
+        traces.append(None)
+        return op(v, temperature=t)
+
+    x = jnp.asarray(_distinct((2, 5), seed=10))
+    a = f(x, 1.0)
+    b = f(x, 0.1)
+    assert len(traces) == 1
+    assert not np.allclose(a, b)
