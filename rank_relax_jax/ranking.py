@@ -70,25 +70,21 @@ def soft_rank(
 
     Rank 1 is the smallest value (``descending=False``, as ``scipy.stats.rankdata``) or the
     largest (``descending=True``). Every method tends to the exact ranks of distinct values as
-    ``temperature`` :math:`\tau \to 0` and is smooth for :math:`\tau > 0`.
+    ``temperature`` $\tau \to 0$ and is smooth for $\tau > 0$.
 
-    =================  =========================================================  ==============
-    method             relaxation                                                 cost
-    =================  =========================================================  ==============
-    ``isotonic``       projection onto the permutahedron (Blondel et al. 2020)    O(n log n)
-    ``sigmoid``        :math:`1 + \sum_{j \ne i} \sigma((x_i - x_j)/\tau)`        O(n²) time,
-                       (Qin et al. 2010)                                          O(n) memory
-    ``probabilistic``  :math:`1 + \sum_{j \ne i} \Phi((x_i - x_j)/(\sqrt2\tau))`  O(n²) time,
-                       (SoftRank, Taylor et al. 2008)                             O(n) memory
-    ``neuralsort``     :math:`\hat P^\top (1..n)` (Grover et al. 2019)            O(n²)
-    ``softsort``       :math:`\hat P^\top (1..n)` (Prillo & Eisenschlos 2020)     O(n²)
-    ``smoothi``        smooth rank indicators (Thonet et al. 2021)                O(n²)
-    =================  =========================================================  ==============
+    | method | relaxation | cost |
+    |---|---|---|
+    | `isotonic` | projection onto the permutahedron (Blondel et al. 2020) | O(n log n) |
+    | `sigmoid` | $1 + \sum_{j \ne i} \sigma((x_i - x_j)/\tau)$ (Qin et al. 2010) | O(n²), O(n) mem |
+    | `probabilistic` | $1 + \sum_{j \ne i} \Phi(\frac{x_i - x_j}{\sqrt2\tau})$ (Taylor et al. 2008) | idem |
+    | `neuralsort` | ranks read off the relaxed permutation (Grover et al. 2019) | O(n²) |
+    | `softsort` | ranks read off the relaxed permutation (Prillo & Eisenschlos 2020) | O(n²) |
+    | `smoothi` | smooth rank indicators (Thonet et al. 2021) | O(n²) |
 
     Args:
       x: Floating array of scores.
       method: One of the methods above.
-      temperature: Positive smoothness :math:`\tau` (Blondel's :math:`\varepsilon` for
+      temperature: Positive smoothness $\tau$ (Blondel's $\varepsilon$ for
         ``isotonic``); may be traced, so it can be annealed inside ``jit`` without recompiling.
       axis: Axis to rank along; the other axes are batch axes.
       descending: If True, rank 1 is the largest value.
@@ -169,11 +165,11 @@ def soft_permutation(
     descending: bool = False,
     where: ArrayLike | None = None,
 ) -> jax.Array:
-    r"""Relaxed sorting permutation matrix :math:`\hat P` of ``x`` along ``axis``.
+    r"""Relaxed sorting permutation matrix $\hat P$ of ``x`` along ``axis``.
 
-    :math:`\hat P_{rj}` is the weight of input entry :math:`j` in sorted slot :math:`r`, so
-    :math:`\hat P x` is a soft sort of :math:`x`. Each row sums to 1 (row-stochastic); as
-    ``temperature`` → 0, :math:`\hat P` tends to the hard permutation matrix.
+    $\hat P_{rj}$ is the weight of input entry $j$ in sorted slot $r$, so
+    $\hat P x$ is a soft sort of $x$. Each row sums to 1 (row-stochastic); as
+    ``temperature`` → 0, $\hat P$ tends to the hard permutation matrix.
 
     Args:
       x: Floating array.

@@ -98,23 +98,24 @@ def soft_topk_mask(
 
     ``method="isotonic"`` solves
 
-    .. math::
-        m^\star = \arg\max_{m \in [0,1]^n,\ \sum_i m_i = k} \langle m, x \rangle - \tau\,R(m)
+    $$
+    m^\star = \arg\max_{m \in [0,1]^n,\ \sum_i m_i = k} \langle m, x \rangle - \tau\,R(m)
+    $$
 
-    with :math:`R` the squared norm (``regularization="l2"``, sparse: exact 0s and 1s away from
+    with $R$ the squared norm (``regularization="l2"``, sparse: exact 0s and 1s away from
     the threshold) or the negative entropy (``"kl"``), in O(n log n) via isotonic regression
     (Blondel et al. 2020; Sander et al. 2023). The mask sums to exactly ``k``.
 
-    ``method="sigmoid"`` is :math:`\sigma((x_i - t)/\tau)` with :math:`t` the midpoint between
+    ``method="sigmoid"`` is $\sigma((x_i - t)/\tau)$ with $t$ the midpoint between
     the k-th and (k+1)-th largest values (differentiated too); its sum is close to,
-    not exactly, ``k``. Both tend to :func:`topk_mask` as :math:`\tau \to 0` for distinct
+    not exactly, ``k``. Both tend to :func:`topk_mask` as $\tau \to 0$ for distinct
     values.
 
     Args:
       x: Floating array of scores.
       k: Static number of entries to select, ``1 <= k <= x.shape[axis]``.
       method: ``"isotonic"`` or ``"sigmoid"``.
-      temperature: Positive smoothness :math:`\tau` (traced values allowed).
+      temperature: Positive smoothness $\tau$ (traced values allowed).
       axis: Axis to select along.
       where: Optional boolean mask; padding gets 0 and zero gradient, and a list with at most
         ``k`` valid entries selects all of them.
