@@ -22,7 +22,8 @@ def main() -> None:
             print(f"  {method:10s} temperature={t:<5} {jnp.round(r, 3)}")
     print()
     print("soft sort (isotonic, t=0.1)", jnp.round(rrj.soft_sort(scores, temperature=0.1), 3))
-    print("soft top-2 mask (isotonic, t=0.5)", jnp.round(rrj.soft_topk_mask(scores, 2, temperature=0.5), 3))
+    mask = rrj.soft_topk_mask(scores, 2, temperature=0.5)
+    print("soft top-2 mask (isotonic, t=0.5)", jnp.round(mask, 3), "sum", float(mask.sum()))
     print()
 
     # Gradients flow through every relaxation: push item 1 (score -1.2) into the top 2.

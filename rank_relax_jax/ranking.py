@@ -75,11 +75,13 @@ def soft_rank(
     | method | relaxation | cost |
     |---|---|---|
     | `isotonic` | projection onto the permutahedron (Blondel et al. 2020) | O(n log n) |
-    | `sigmoid` | $1 + \sum_{j \ne i} \sigma((x_i - x_j)/\tau)$ (Qin et al. 2010) | O(n²), O(n) mem |
-    | `probabilistic` | $1 + \sum_{j \ne i} \Phi(\frac{x_i - x_j}{\sqrt2\tau})$ (Taylor et al. 2008) | idem |
+    | `sigmoid` | $1 + \sum_{j \ne i} \sigma((x_i - x_j)/\tau)$ (Qin et al. 2010) | O(n²) |
+    | `probabilistic` | $1 + \sum_{j \ne i} \Phi((x_i - x_j)/\sqrt2\tau)$ (Taylor 2008) | O(n²) |
     | `neuralsort` | ranks read off the relaxed permutation (Grover et al. 2019) | O(n²) |
     | `softsort` | ranks read off the relaxed permutation (Prillo & Eisenschlos 2020) | O(n²) |
     | `smoothi` | smooth rank indicators (Thonet et al. 2021) | O(n²) |
+
+    The pairwise methods (`sigmoid`, `probabilistic`) work in blocks: O(n) memory.
 
     Args:
       x: Floating array of scores.
