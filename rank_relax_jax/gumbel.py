@@ -1,0 +1,766 @@
+"""Gumbel noise and the samplers and relaxations built on it.
+
+All of them perturb scores with i.i.d. Gumbel(0, 1) noise ``G`` and read off an argmax or a
+top-k, exactly or through a softmax:
+
+* :func:`gumbel_softmax`: the Gumbel-softmax / Concrete relaxation of one categorical draw
+  (Jang et al. 2017; Maddison et al. 2017).
+* :func:`relaxed_topk_gumbel` and :func:`relaxed_topk_gumbel_log`: the element-wise max of
+  ``num_samples`` independent Gumbel-softmax draws (L2X, Chen et al. 2018), the document mask of
+  Gumbel Reranking (G-Rerank, Huang et al. 2025); the ``_log`` form returns its logarithm, finite
+  wherever the mask underflows, for additive attention biases.
+* :func:`relaxed_subset_sample`: the successive-softmax relaxation of sampling ``k`` items
+  without replacement (Xie & Ermon 2019); it sums to exactly ``k``.
+* :func:`gumbel_topk`: an exact sample of ``k`` items without replacement from the
+  Plackett–Luce distribution, by the Gumbel-top-k trick (Kool et al. 2019).
+* :func:`gumbel_attention_mask`: the G-Rerank document mask with either construction.
+* :func:`perturbed_topk_mask`: the perturbed-optimizer top-k mask of Berthet et al. (2020), a
+  Monte-Carlo mean of exact top-k masks with the paper's Monte-Carlo Jacobian (``custom_jvp``).
+
+Conventions (``DESIGN.md``): ``key`` first and required (typed or legacy, one key; a batch of
+keys is rejected with a hint to ``vmap``); ``temperature``, ``scale`` and ``sigma`` are traced
+positive scalars; ``k``, ``num_samples``, ``method`` and ``noise`` are static. The noise is drawn
+over the ``[..., n]`` layout after moving ``axis`` last, so ``axis=a`` equals moving the axis by
+hand. Padding (``where=False``) and ``-inf`` scores are never selected, get exactly 0 and exactly
+zero gradient, and never produce a NaN, even in a fully masked row. Half precision is computed in
+float32.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+from jax.typing import ArrayLike
+
+from rank_relax_jax import _axis, _checks
+
+__all__ = [
+    "GumbelTopK",
+    "gumbel_attention_mask",
+    "gumbel_softmax",
+    "gumbel_topk",
+    "perturbed_topk_mask",
+    "relaxed_subset_sample",
+    "relaxed_topk_gumbel",
+    "relaxed_topk_gumbel_log",
+]
+
+ATTENTION_METHODS = ("max", "subset")
+NOISES = ("gumbel", "normal")
+
+
+# --------------------------------------------------------------------------------------------
+# Shared numerics
+# --------------------------------------------------------------------------------------------
+
+
+def large_negative(dtype: Any) -> jax.Array:
+    """The finite stand-in for ``log 0`` used by the log-space outputs.
+
+    ``-0.7 * finfo(dtype).max``, as ``jax.nn.dot_product_attention`` uses for masked logits:
+    adding a few ordinary logits to it cannot overflow to ``-inf``.
+    """
+    return jnp.asarray(-0.7 * jnp.finfo(dtype).max, dtype)
+
+
+def _support(frame: _axis.Frame) -> tuple[jax.Array, jax.Array]:
+    """Returns the scores with unselectable entries zeroed, and the selectable-entry mask.
+
+    An entry can be selected when it is not padding and its score is not ``-inf``. The scores are
+    replaced by 0 where they cannot be selected (first half of the double ``where``), so neither
+    the noise nor a ``-inf`` can reach a gradient.
+    """
+    x = frame.x
+    valid = x != -jnp.inf  # NaN stays "valid" so that it propagates to the outputs.
+    if frame.mask is not None:
+        valid = valid & frame.mask
+    return jnp.where(valid, x, jnp.zeros((), x.dtype)), valid
+
+
+def _safe_max(z: jax.Array, valid: jax.Array) -> jax.Array:
+    """Max over the valid entries of the last axis (kept), 0 for an empty row; no gradient."""
+    m = jnp.max(jnp.where(valid, z, -jnp.inf), axis=-1, keepdims=True)
+    m = jnp.where(m == -jnp.inf, jnp.zeros((), z.dtype), m)
+    return jax.lax.stop_gradient(m)
+
+
+def _log_softmax(z: jax.Array, valid: jax.Array) -> jax.Array:
+    """Masked log-softmax over the last axis; invalid entries get ``large_negative``.
+
+    Max-shifted with ``stop_gradient`` (the result does not depend on the shift); invalid entries
+    feed ``exp`` the shift itself, so no overflow or ``inf * 0`` can reach a gradient; an empty
+    row divides by 1 instead of 0.
+    """
+    m = _safe_max(z, valid)
+    shifted = jnp.where(valid, z, m) - m
+    total = jnp.sum(jnp.where(valid, jnp.exp(shifted), 0.0), axis=-1, keepdims=True)
+    total = jnp.where(total > 0, total, jnp.ones((), z.dtype))
+    out = shifted - jnp.log(total)
+    return jnp.where(valid, out, large_negative(z.dtype))
+
+
+def _log_softmax_and_log1m(z: jax.Array, valid: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """Masked ``log p`` and ``log(1 - p)`` for ``p = softmax(z)``, both accurate as ``p -> 1``.
+
+    ``1 - p_i`` is the mass of the other entries. For the largest entry it is summed directly
+    (shifted by the second largest, so it never underflows to 0 and ``log(1 - p)`` stays finite);
+    for every other entry the largest term remains in the sum, so ``total - e_i >= 1`` and the
+    subtraction cannot cancel. Both are O(n). Invalid entries get 0 for ``log(1 - p)``.
+    """
+    zero = jnp.zeros((), z.dtype)
+    m1 = _safe_max(z, valid)
+    shifted = jnp.where(valid, z, m1) - m1
+    e = jnp.where(valid, jnp.exp(shifted), zero)
+    total = jnp.sum(e, axis=-1, keepdims=True)
+    total = jnp.where(total > 0, total, jnp.ones((), z.dtype))
+    log_total = jnp.log(total)
+    logp = shifted - log_total
+
+    top = jnp.argmax(jnp.where(valid, jax.lax.stop_gradient(z), -jnp.inf), axis=-1)
+    is_top = jax.lax.broadcasted_iota(top.dtype, z.shape, z.ndim - 1) == top[..., None]
+    rest = valid & ~is_top
+    m2 = _safe_max(z, rest)
+    rest_total = jnp.sum(
+        jnp.where(rest, jnp.exp(jnp.where(rest, z, m2) - m2), zero), axis=-1, keepdims=True
+    )
+    # Only one valid entry left: its `1 - p` is exactly 0; any finite value keeps the recursion
+    # NaN-free, and the caller overrides rows with at most k valid entries.
+    rest_total = jnp.where(rest_total > 0, rest_total, jnp.ones((), z.dtype))
+    log1m_top = (m2 - m1) + jnp.log(rest_total) - log_total
+    others = jnp.maximum(total - e, jnp.finfo(z.dtype).tiny)
+    log1m_other = jnp.log(others) - log_total
+    log1m = jnp.where(is_top, log1m_top, log1m_other)
+    return jnp.where(valid, logp, large_negative(z.dtype)), jnp.where(valid, log1m, zero)
+
+
+def _gumbel(key: jax.Array, x: jax.Array) -> jax.Array:
+    return jax.random.gumbel(key, x.shape, x.dtype)
+
+
+def _onehot_argmax(z: jax.Array, valid: jax.Array) -> jax.Array:
+    """One-hot of the argmax over the valid entries (all zero for an empty row)."""
+    idx = jnp.argmax(jnp.where(valid, z, -jnp.inf), axis=-1)
+    hot = jax.lax.broadcasted_iota(idx.dtype, z.shape, z.ndim - 1) == idx[..., None]
+    return (hot & valid).astype(z.dtype)
+
+
+def _khot(indices: jax.Array, selected: jax.Array, n: int, dtype: Any) -> jax.Array:
+    """``[..., n]`` mask, 1 at ``indices[..., j]`` where ``selected[..., j]`` (distinct indices)."""
+    batch, k = indices.shape[:-1], indices.shape[-1]
+    idx = indices.reshape(-1, k)
+    rows = jnp.arange(idx.shape[0])[:, None]
+    out = jnp.zeros((idx.shape[0], n), dtype)
+    out = out.at[rows, idx].set(selected.reshape(-1, k).astype(dtype), unique_indices=True)
+    return out.reshape(*batch, n)
+
+
+def _topk_of(keys: jax.Array, valid: jax.Array, k: int) -> tuple[jax.Array, jax.Array]:
+    """Indices of the k largest valid keys and which of them are real selections.
+
+    Invalid entries and NaN keys rank below everything (``-inf``); with fewer than ``k`` such
+    entries the remaining slots are marked unselected.
+    """
+    ok = valid & ~jnp.isnan(keys)
+    _, idx = jax.lax.top_k(jnp.where(ok, keys, -jnp.inf), k)
+    return idx, jnp.take_along_axis(ok, idx, axis=-1)
+
+
+def _straight_through(hard: jax.Array, soft: jax.Array) -> jax.Array:
+    return soft + jax.lax.stop_gradient(hard - soft)
+
+
+def _prepare(fn: str, key: Any, x: Any, axis: int, where: Any, name: str):
+    key = _checks.check_key(fn, key)
+    frame = _axis.prepare(fn, x, axis=axis, where=where, name=name)
+    return key, frame
+
+
+# --------------------------------------------------------------------------------------------
+# Gumbel-softmax
+# --------------------------------------------------------------------------------------------
+
+
+def gumbel_softmax(
+    key: ArrayLike,
+    logits: ArrayLike,
+    *,
+    temperature: ArrayLike = 1.0,
+    scale: ArrayLike = 1.0,
+    axis: int = -1,
+    where: ArrayLike | None = None,
+    hard: bool = False,
+) -> jax.Array:
+    r"""Relaxed one-hot sample of a categorical distribution (Gumbel-softmax / Concrete).
+
+    .. math::
+        y = \operatorname{softmax}\big((\kappa\,w + G) / \tau\big), \qquad G_i \sim
+        \mathrm{Gumbel}(0, 1)\ \text{i.i.d.}
+
+    with :math:`w` the ``logits``, :math:`\kappa` the ``scale`` and :math:`\tau` the
+    ``temperature``. The argmax of :math:`y` is an exact draw from
+    :math:`\operatorname{softmax}(\kappa w)` at every :math:`\tau`; as :math:`\tau \to 0`,
+    :math:`y` tends to that one-hot draw, and as :math:`\tau \to \infty` to the uniform vector.
+    So :math:`\kappa` sets how random the choice is and :math:`\tau` how sharp the relaxation
+    is. Cost: O(n) per list.
+
+    Args:
+      key: A PRNG key (``jax.random.key`` or ``jax.random.PRNGKey``); a single key.
+      logits: Floating array of unnormalized log-probabilities; ``-inf`` means "never chosen".
+      temperature: Positive smoothness :math:`\tau` (may be traced).
+      scale: Positive multiplier :math:`\kappa` of the logits (may be traced).
+      axis: Axis of the categories; other axes are independent batch axes.
+      where: Optional boolean mask; ``False`` marks padding, which is never chosen, gets 0 and
+        zero gradient.
+      hard: If True, return the exact one-hot of the argmax in the forward pass and the soft
+        sample's gradient in the backward pass (straight-through).
+
+    Returns:
+      Array with the shape and dtype of ``logits``, non-negative, summing to 1 along ``axis``
+      (0 for a row with nothing to choose).
+
+    Example:
+      >>> import jax, jax.numpy as jnp
+      >>> from rank_relax_jax.gumbel import gumbel_softmax
+      >>> key = jax.random.key(0)
+      >>> y = gumbel_softmax(key, jnp.log(jnp.array([0.5, 0.3, 0.2])), temperature=0.5)
+      >>> y.shape, round(float(y.sum()), 4)
+      ((3,), 1.0)
+      >>> h = gumbel_softmax(key, jnp.zeros((2, 4)), hard=True)
+      >>> h.sum(axis=-1)
+      Array([1., 1.], dtype=float32)
+
+    References:
+      Jang, Gu & Poole, "Categorical Reparameterization with Gumbel-Softmax", ICLR 2017.
+      Maddison, Mnih & Teh, "The Concrete Distribution", ICLR 2017.
+    """
+    fn = "gumbel_softmax"
+    key, frame = _prepare(fn, key, logits, axis, where, "logits")
+    t = frame.temperature(temperature)
+    kappa = frame.temperature(scale, "scale")
+    x, valid = _support(frame)
+    z = jnp.where(valid, kappa * x + _gumbel(key, x), jnp.zeros((), x.dtype))
+    soft = jnp.where(valid, jnp.exp(_log_softmax(z / t, valid)), 0.0)
+    if hard:
+        soft = _straight_through(_onehot_argmax(jax.lax.stop_gradient(z), valid), soft)
+    return frame.finish_elementwise(soft)
+
+
+# --------------------------------------------------------------------------------------------
+# Max of k Gumbel-softmax draws (L2X / G-Rerank)
+# --------------------------------------------------------------------------------------------
+
+
+def _max_of_draws(key, frame, temperature, scale, num_samples):
+    """``[..., n]`` log of the max-of-draws mask, its hard union, and the selectable mask."""
+    t = frame.temperature(temperature)
+    kappa = frame.temperature(scale, "scale")
+    x, valid = _support(frame)
+    base = kappa * x
+
+    def draw(k):
+        z = jnp.where(valid, base + _gumbel(k, x), jnp.zeros((), x.dtype))
+        hot = _onehot_argmax(jax.lax.stop_gradient(z), valid)
+        return _log_softmax(z / t, valid), hot
+
+    logp, hot = jax.vmap(draw)(jax.random.split(key, num_samples))
+    return jnp.max(logp, axis=0), jnp.max(hot, axis=0), valid
+
+
+def relaxed_topk_gumbel(
+    key: ArrayLike,
+    scores: ArrayLike,
+    k: int,
+    *,
+    temperature: ArrayLike = 1.0,
+    scale: ArrayLike = 1.0,
+    num_samples: int | None = None,
+    axis: int = -1,
+    where: ArrayLike | None = None,
+    hard: bool = False,
+) -> jax.Array:
+    r"""Relaxed top-k mask as the element-wise max of Gumbel-softmax draws (L2X, G-Rerank).
+
+    .. math::
+        M_i = \max_{j=1..S} \operatorname{softmax}\big((\kappa\,w + G^{(j)}) / \tau\big)_i,
+        \qquad G^{(j)}_i \sim \mathrm{Gumbel}(0, 1)\ \text{i.i.d.},
+
+    with :math:`S` = ``num_samples`` (default ``k``) independent draws, taken with ``jax.vmap``
+    over split keys. Each draw relaxes one categorical choice from
+    :math:`p = \operatorname{softmax}(\kappa w)`, so as :math:`\tau \to 0` the mask tends to the
+    indicator of the *union* of :math:`S` draws *with* replacement: entry :math:`i` is included
+    with probability :math:`1 - (1 - p_i)^S`, the sum lies between 1 and :math:`S`, its
+    expectation is below ``k``, and it collapses onto one item when one score dominates. (Use
+    :func:`relaxed_subset_sample` for a mask that sums to exactly ``k``.) As :math:`\tau \to
+    \infty` every entry tends to :math:`1/n_{valid}`. Cost: O(S·n) time and memory per list.
+
+    Args:
+      key: A single PRNG key (typed or legacy).
+      scores: Floating array of scores :math:`w`; ``-inf`` means "never selected".
+      k: Static number of items to select, ``1 <= k <= n``; the default number of draws.
+      temperature: Positive smoothness :math:`\tau` (may be traced).
+      scale: Positive multiplier :math:`\kappa` of the scores (may be traced): larger is less
+        random.
+      num_samples: Static number of Gumbel-softmax draws :math:`S`; ``None`` means ``k``.
+      axis: Axis to select along.
+      where: Optional boolean mask; padding is never selected, gets 0 and zero gradient.
+      hard: If True, return the exact union of the draws' argmaxes (0/1) in the forward pass
+        with the soft mask's gradient (straight-through).
+
+    Returns:
+      Array in ``[0, 1]`` with the shape and dtype of ``scores``.
+
+    Example:
+      >>> import jax, jax.numpy as jnp
+      >>> from rank_relax_jax.gumbel import relaxed_topk_gumbel
+      >>> m = relaxed_topk_gumbel(jax.random.key(0), jnp.array([3.0, 2.0, 1.0, 0.0, -1.0]), 2,
+      ...                         temperature=0.1)
+      >>> m.shape, bool((m >= 0).all() & (m <= 1).all()), 1.0 <= float(m.sum()) <= 2.0 + 1e-5
+      ((5,), True, True)
+
+    References:
+      Chen, Song, Wainwright & Jordan, "Learning to Explain", ICML 2018.
+      Huang et al., "Gumbel Reranking: Differentiable End-to-End Reranker Optimization",
+      ACL 2025.
+    """
+    fn = "relaxed_topk_gumbel"
+    key, frame = _prepare(fn, key, scores, axis, where, "scores")
+    k = _checks.check_k(fn, k, frame.n)
+    s = k if num_samples is None else _checks.check_positive_int(fn, "num_samples", num_samples)
+    log_m, union, valid = _max_of_draws(key, frame, temperature, scale, s)
+    soft = jnp.where(valid, jnp.exp(log_m), 0.0)
+    if hard:
+        soft = _straight_through(union, soft)
+    return frame.finish_elementwise(soft)
+
+
+def relaxed_topk_gumbel_log(
+    key: ArrayLike,
+    scores: ArrayLike,
+    k: int,
+    *,
+    temperature: ArrayLike = 1.0,
+    scale: ArrayLike = 1.0,
+    num_samples: int | None = None,
+    axis: int = -1,
+    where: ArrayLike | None = None,
+) -> jax.Array:
+    r"""Logarithm of :func:`relaxed_topk_gumbel`'s mask, computed in log space.
+
+    .. math::
+        \log M_i = \max_{j=1..S} \operatorname{log\_softmax}\big((\kappa\,w + G^{(j)})/\tau
+        \big)_i,
+
+    the max of log-softmaxes, which is finite (and has a finite gradient) wherever
+    :math:`M_i` itself underflows to 0, e.g. at small temperature. This is the additive
+    attention bias of Differentiable Masked Attention: ``softmax(logits + log M)`` weights a
+    document's tokens by :math:`M`, without ever taking ``log(0)``. With the same key and
+    arguments, ``exp`` of the result equals :func:`relaxed_topk_gumbel` (same draws).
+
+    Entries that can never be selected (padding, ``-inf`` scores) get the finite
+    :func:`large_negative` value ``-0.7 * finfo(dtype).max`` and zero gradient; a value
+    computed below that floor is clamped to it. Cost: O(S·n) per list.
+
+    Args:
+      key: A single PRNG key (typed or legacy).
+      scores: Floating array of scores :math:`w`; ``-inf`` means "never selected".
+      k: Static number of items to select, ``1 <= k <= n``; the default number of draws.
+      temperature: Positive smoothness :math:`\tau` (may be traced).
+      scale: Positive multiplier :math:`\kappa` of the scores (may be traced).
+      num_samples: Static number of draws :math:`S`; ``None`` means ``k``.
+      axis: Axis to select along.
+      where: Optional boolean mask; ``False`` marks padding.
+
+    Returns:
+      Array ``<= 0`` with the shape and dtype of ``scores``.
+
+    Example:
+      >>> import jax, jax.numpy as jnp
+      >>> from rank_relax_jax.gumbel import relaxed_topk_gumbel, relaxed_topk_gumbel_log
+      >>> key, w = jax.random.key(0), jnp.array([30.0, 0.0, -30.0, 1.0])
+      >>> log_m = relaxed_topk_gumbel_log(key, w, 2, temperature=0.01)
+      >>> bool(jnp.isfinite(log_m).all()), bool((log_m <= 0).all())
+      (True, True)
+      >>> m = relaxed_topk_gumbel(key, w, 2, temperature=0.01)
+      >>> int((m == 0).sum()) > 0  # the mask underflows where its log stays finite
+      True
+
+    References:
+      Huang et al., "Gumbel Reranking: Differentiable End-to-End Reranker Optimization",
+      ACL 2025.
+    """
+    fn = "relaxed_topk_gumbel_log"
+    key, frame = _prepare(fn, key, scores, axis, where, "scores")
+    k = _checks.check_k(fn, k, frame.n)
+    s = k if num_samples is None else _checks.check_positive_int(fn, "num_samples", num_samples)
+    log_m, _, _ = _max_of_draws(key, frame, temperature, scale, s)
+    floor = large_negative(log_m.dtype)
+    log_m = jnp.maximum(log_m, floor)
+    if jnp.dtype(frame.dtype).itemsize < 4:
+        # Keep the floor finite (and a "never selected" value) after the cast to half precision.
+        log_m = jnp.maximum(log_m, large_negative(frame.dtype).astype(log_m.dtype))
+    return frame.finish_elementwise(log_m, fill=large_negative(frame.dtype))
+
+
+# --------------------------------------------------------------------------------------------
+# Successive softmax (Xie & Ermon 2019)
+# --------------------------------------------------------------------------------------------
+
+
+def _subset(key, frame, temperature, scale, k):
+    """Relaxed k-subset, its exact Gumbel-top-k counterpart (same noise), and the valid mask."""
+    t = frame.temperature(temperature)
+    kappa = frame.temperature(scale, "scale")
+    x, valid = _support(frame)
+    zero = jnp.zeros((), x.dtype)
+    alpha0 = jnp.where(valid, kappa * x + _gumbel(key, x), zero)
+
+    def step(carry, _):
+        alpha, acc = carry
+        logp, log1m = _log_softmax_and_log1m(alpha / t, valid)
+        # log(1 - p) is a log-probability; it updates the perturbed logits directly (eq. 4).
+        return (alpha + log1m, acc + jnp.where(valid, jnp.exp(logp), zero)), None
+
+    (_, soft), _ = jax.lax.scan(step, (alpha0, jnp.zeros_like(alpha0)), None, length=k)
+    few = jnp.sum(valid, axis=-1, keepdims=True) <= k
+    soft = jnp.where(few, valid.astype(x.dtype), soft)
+    idx, sel = _topk_of(jax.lax.stop_gradient(alpha0), valid, k)
+    hard = _khot(idx, sel, frame.n, x.dtype)
+    return soft, hard
+
+
+def relaxed_subset_sample(
+    key: ArrayLike,
+    scores: ArrayLike,
+    k: int,
+    *,
+    temperature: ArrayLike = 1.0,
+    scale: ArrayLike = 1.0,
+    axis: int = -1,
+    where: ArrayLike | None = None,
+    hard: bool = False,
+) -> jax.Array:
+    r"""Relaxed sample of a k-subset without replacement (successive softmax, Xie & Ermon 2019).
+
+    With perturbed keys :math:`\alpha^{(1)} = \kappa\,w + G`, :math:`G_i \sim \mathrm{Gumbel}(0,
+    1)`, repeat for :math:`j = 1..k`:
+
+    .. math::
+        p^{(j)} = \operatorname{softmax}(\alpha^{(j)}/\tau), \qquad
+        \alpha^{(j+1)} = \alpha^{(j)} + \log\big(1 - p^{(j)}\big), \qquad
+        a = \sum_{j=1}^{k} p^{(j)}.
+
+    Each step is a relaxed argmax that (softly) removes what was already chosen, so :math:`a`
+    sums to exactly ``k`` at every temperature, and as :math:`\tau \to 0` it tends to the k-hot
+    of the top-k of :math:`\alpha^{(1)}`: an exact sample without replacement from the
+    Plackett–Luce model with weights :math:`\operatorname{softmax}(\kappa w)` (see
+    :func:`gumbel_topk`). :math:`\log(1 - p)` is computed so that it stays finite as
+    :math:`p \to 1`. The constraint is on the sum only: at temperatures around 1 and above a
+    single entry can exceed 1 (e.g. ``n = 3, k = 2, τ = 1`` with one dominant score); at
+    :math:`\tau \lesssim 0.5` entries stay in ``[0, 1]`` in practice. A list with at most ``k``
+    selectable entries selects all of them (mask 1, sum = their count). Cost: O(k·n) time per
+    list, and O(k·n) memory for the backward pass.
+
+    Args:
+      key: A single PRNG key (typed or legacy).
+      scores: Floating array of scores :math:`w`; ``-inf`` means "never selected".
+      k: Static subset size, ``1 <= k <= n``.
+      temperature: Positive smoothness :math:`\tau` (may be traced).
+      scale: Positive multiplier :math:`\kappa` of the scores (may be traced).
+      axis: Axis to select along.
+      where: Optional boolean mask; padding is never selected, gets 0 and zero gradient.
+      hard: If True, the forward pass returns the exact k-hot of the Gumbel-top-k sample drawn
+        with the same noise, and the backward pass the relaxation's gradient (straight-through).
+
+    Returns:
+      Non-negative array with the shape and dtype of ``scores``, summing to ``k`` along
+      ``axis``.
+
+    Example:
+      >>> import jax, jax.numpy as jnp
+      >>> from rank_relax_jax.gumbel import relaxed_subset_sample
+      >>> a = relaxed_subset_sample(jax.random.key(0), jnp.array([3.0, 2.0, 1.0, 0.0, -1.0]), 2,
+      ...                           temperature=0.5)
+      >>> a.shape, round(float(a.sum()), 4)
+      ((5,), 2.0)
+
+    References:
+      Xie & Ermon, "Reparameterizable Subset Sampling via Continuous Relaxations", IJCAI 2019.
+    """
+    fn = "relaxed_subset_sample"
+    key, frame = _prepare(fn, key, scores, axis, where, "scores")
+    k = _checks.check_k(fn, k, frame.n)
+    soft, exact = _subset(key, frame, temperature, scale, k)
+    if hard:
+        soft = _straight_through(exact, soft)
+    return frame.finish_elementwise(soft)
+
+
+# --------------------------------------------------------------------------------------------
+# Exact sampling without replacement
+# --------------------------------------------------------------------------------------------
+
+
+class GumbelTopK(NamedTuple):
+    """Result of :func:`gumbel_topk`.
+
+    Attributes:
+      indices: Integer array, the input's shape with ``axis`` of size ``k``: the sampled
+        indices in the order they were drawn; ``-1`` in slots past the number of selectable
+        entries.
+      mask: The k-hot mask of the sample, shape and dtype of the scores.
+    """
+
+    indices: jax.Array
+    mask: jax.Array
+
+
+def gumbel_topk(
+    key: ArrayLike,
+    scores: ArrayLike,
+    k: int,
+    *,
+    scale: ArrayLike = 1.0,
+    axis: int = -1,
+    where: ArrayLike | None = None,
+) -> GumbelTopK:
+    r"""Exact sample of ``k`` items without replacement (the Gumbel-top-k trick).
+
+    .. math::
+        (i_1, \dots, i_k) = \operatorname{top-}k\big(\kappa\,w + G\big), \qquad G_i \sim
+        \mathrm{Gumbel}(0, 1)\ \text{i.i.d.},
+
+    is distributed as :math:`k` successive draws without replacement with probabilities
+    proportional to :math:`\exp(\kappa w)` (Plackett–Luce): the first index is distributed as
+    :math:`\operatorname{softmax}(\kappa w)`, the next as the softmax over the rest, and so on.
+    Padding and ``-inf`` scores are never drawn; if fewer than ``k`` entries can be drawn, the
+    remaining slots of ``indices`` hold ``-1`` and the mask selects all drawable entries. The
+    output is piecewise constant (zero gradient). Cost: O(n) noise plus one ``lax.top_k``.
+
+    Args:
+      key: A single PRNG key (typed or legacy).
+      scores: Floating array of scores :math:`w` (log-weights).
+      k: Static sample size, ``1 <= k <= n``.
+      scale: Positive multiplier :math:`\kappa` of the scores (may be traced).
+      axis: Axis to sample along.
+      where: Optional boolean mask; ``False`` marks padding.
+
+    Returns:
+      A :class:`GumbelTopK` ``(indices, mask)``.
+
+    Example:
+      >>> import jax, jax.numpy as jnp
+      >>> from rank_relax_jax.gumbel import gumbel_topk
+      >>> out = gumbel_topk(jax.random.key(0), jnp.array([0.0, 1.0, 2.0, -jnp.inf]), 2)
+      >>> out.indices.shape, float(out.mask.sum()), float(out.mask[3])
+      ((2,), 2.0, 0.0)
+      >>> bool(jnp.all(out.mask[out.indices] == 1))
+      True
+
+    References:
+      Kool, van Hoof & Welling, "Stochastic Beams and Where to Find Them: The Gumbel-Top-k
+      Trick for Sampling Sequences Without Replacement", ICML 2019.
+    """
+    fn = "gumbel_topk"
+    key, frame = _prepare(fn, key, scores, axis, where, "scores")
+    k = _checks.check_k(fn, k, frame.n)
+    kappa = frame.temperature(scale, "scale")
+    x, valid = _support(frame)
+    keys = jax.lax.stop_gradient(kappa * x + _gumbel(key, x))
+    idx, sel = _topk_of(keys, valid, k)
+    mask = _khot(idx, sel, frame.n, x.dtype)
+    mask = jnp.where(jnp.isnan(frame.x), jnp.nan, mask)
+    indices = jnp.moveaxis(jnp.where(sel, idx, -1), -1, frame.axis)
+    return GumbelTopK(indices, frame.finish_elementwise(mask))
+
+
+# --------------------------------------------------------------------------------------------
+# G-Rerank document mask
+# --------------------------------------------------------------------------------------------
+
+
+def gumbel_attention_mask(
+    key: ArrayLike,
+    reranker_scores: ArrayLike,
+    k: int,
+    *,
+    temperature: ArrayLike = 0.5,
+    scale: ArrayLike = 1.0,
+    method: str = "max",
+    where: ArrayLike | None = None,
+    hard: bool = False,
+) -> jax.Array:
+    r"""The Gumbel Reranking (G-Rerank) document mask over the last axis, in ``[0, 1]``.
+
+    ``method="max"`` is the paper's construction, :func:`relaxed_topk_gumbel` with ``k`` draws:
+    the element-wise max of ``k`` Gumbel-softmax samples of
+    :math:`\operatorname{softmax}(\kappa\,s)`. Its sum lies between 1 and ``k`` with
+    expectation below ``k`` (draws with replacement collide), and it collapses onto one document
+    when one score dominates. ``method="subset"`` is :func:`relaxed_subset_sample` (Xie & Ermon
+    2019), which keeps the sum at ``k``; here it is clipped to ``[0, 1]`` so that it can weight
+    attention, which only changes it at high temperature (see that function).
+
+    The documents are the last axis of ``reranker_scores`` (``[..., n_docs]``); use
+    :mod:`rank_relax_jax.attention` to turn the mask into attention biases, or
+    :func:`relaxed_topk_gumbel_log` for the log-space mask. Cost: O(k·n) per list.
+
+    Args:
+      key: A single PRNG key (typed or legacy).
+      reranker_scores: ``[..., n_docs]`` floating reranker scores :math:`s`.
+      k: Static number of documents to keep, ``1 <= k <= n_docs``.
+      temperature: Positive smoothness :math:`\tau` (may be traced); 0.5 as in the paper.
+      scale: Positive multiplier :math:`\kappa` of the scores (may be traced).
+      method: ``"max"`` (max of ``k`` Gumbel-softmax draws) or ``"subset"`` (successive
+        softmax).
+      where: Optional boolean mask over documents; ``False`` marks padding (never kept).
+      hard: If True, the forward pass returns the exact 0/1 mask of the method's limit (union of
+        ``k`` draws for ``"max"``, a Gumbel-top-k sample for ``"subset"``) and the backward
+        pass the soft mask's gradient (straight-through).
+
+    Returns:
+      Array in ``[0, 1]`` with the shape and dtype of ``reranker_scores``.
+
+    Example:
+      >>> import jax, jax.numpy as jnp
+      >>> from rank_relax_jax.gumbel import gumbel_attention_mask
+      >>> s = jnp.array([[2.0, 0.5, 1.0, -1.0, 0.0]])
+      >>> m = gumbel_attention_mask(jax.random.key(0), s, 2, method="subset", hard=True)
+      >>> m.sum(axis=-1)
+      Array([2.], dtype=float32)
+
+    References:
+      Huang et al., "Gumbel Reranking: Differentiable End-to-End Reranker Optimization",
+      ACL 2025.
+    """
+    fn = "gumbel_attention_mask"
+    _checks.check_choice(fn, "method", method, ATTENTION_METHODS)
+    key, frame = _prepare(fn, key, reranker_scores, -1, where, "reranker_scores")
+    k = _checks.check_k(fn, k, frame.n)
+    if method == "max":
+        log_m, exact, valid = _max_of_draws(key, frame, temperature, scale, k)
+        soft = jnp.where(valid, jnp.exp(log_m), 0.0)
+    else:
+        soft, exact = _subset(key, frame, temperature, scale, k)
+        soft = jnp.minimum(soft, 1.0)
+    if hard:
+        soft = _straight_through(exact, soft)
+    return frame.finish_elementwise(soft)
+
+
+# --------------------------------------------------------------------------------------------
+# Perturbed optimizer (Berthet et al. 2020)
+# --------------------------------------------------------------------------------------------
+
+
+def _noise_grad(noise: str, z: jax.Array) -> jax.Array:
+    """``∇ν(z)`` for the noise density ``∝ exp(-ν(z))``."""
+    if noise == "gumbel":
+        return -jnp.expm1(-z)  # ν(z) = z + exp(-z)
+    return z  # ν(z) = z²/2
+
+
+def _perturbed_masks(k, x, z, valid, sigma):
+    """``[S, ..., n]`` exact top-k masks of ``x + sigma * z`` for the ``S`` noise draws ``z``."""
+    keys = x[None] + sigma * z
+    idx, sel = _topk_of(keys, jnp.broadcast_to(valid, keys.shape), k)
+    return _khot(idx, sel, x.shape[-1], x.dtype)
+
+
+@functools.partial(jax.custom_jvp, nondiff_argnums=(0, 1))
+def _perturbed_mean(k, noise, x, z, valid, sigma):
+    del noise
+    return jnp.mean(_perturbed_masks(k, x, z, valid, sigma), axis=0)
+
+
+@_perturbed_mean.defjvp
+def _perturbed_mean_jvp(k, noise, primals, tangents):
+    x, z, valid, sigma = primals
+    dx, _, _, dsigma = tangents
+    y = _perturbed_masks(k, x, z, valid, sigma)  # [S, ..., n]
+    zero = jnp.zeros((), x.dtype)
+    g = jnp.where(valid[None], _noise_grad(noise, z), zero)
+    # Score-function estimator: d E[y(x + σZ)] = E[y ⟨∇ν(Z), dx⟩] / σ
+    #                                          + dσ E[y (⟨∇ν(Z), Z⟩ - n_valid)] / σ.
+    n_valid = jnp.sum(valid, axis=-1).astype(x.dtype)
+    weight = jnp.sum(g * dx[None], axis=-1)
+    spread = jnp.sum(g * jnp.where(valid[None], z, zero), axis=-1) - n_valid[None]
+    weight = weight + dsigma * spread
+    out = jnp.mean(y, axis=0)
+    return out, jnp.mean(y * weight[..., None], axis=0) / sigma
+
+
+def perturbed_topk_mask(
+    key: ArrayLike,
+    x: ArrayLike,
+    k: int,
+    *,
+    sigma: ArrayLike = 0.1,
+    num_samples: int = 1000,
+    noise: str = "gumbel",
+    axis: int = -1,
+    where: ArrayLike | None = None,
+) -> jax.Array:
+    r"""Perturbed top-k mask: the expected exact top-k mask of noisy inputs (Berthet et al.).
+
+    .. math::
+        y_\sigma(x) = \mathbb{E}_Z\big[y^\star(x + \sigma Z)\big] \approx \frac{1}{S}
+        \sum_{s=1}^{S} y^\star(x + \sigma Z^{(s)}),
+
+    with :math:`y^\star` the exact k-hot top-k mask and :math:`Z` i.i.d. standard Gumbel or
+    normal noise of density :math:`\propto \exp(-\nu(z))`. Its Jacobian is the paper's
+    Monte-Carlo estimator (a ``custom_jvp``, so ``grad``, ``jacfwd`` and ``jacrev`` all use it):
+
+    .. math::
+        J_x y_\sigma \approx \frac{1}{S\,\sigma} \sum_s y^\star(x + \sigma Z^{(s)})\,
+        \nabla\nu(Z^{(s)})^\top,
+
+    with :math:`\nabla\nu(z) = 1 - e^{-z}` for Gumbel noise and :math:`z` for normal noise
+    (the :math:`1/\sigma` factor included). The derivative in ``sigma`` uses the matching
+    estimator :math:`\frac{1}{S\sigma}\sum_s y^\star (\langle\nabla\nu(Z), Z\rangle - n)`.
+    With ``k = 1`` and Gumbel noise the expectation is exactly
+    :math:`\operatorname{softmax}(x/\sigma)` and the Jacobian
+    :math:`(\operatorname{diag}(p) - pp^\top)/\sigma`. As :math:`\sigma \to 0` the mask tends
+    to :func:`~rank_relax_jax.topk_mask` (ties aside); it sums to exactly ``k``. Padding and
+    ``-inf`` entries are never selected and get zero gradient. Cost: O(S·n) noise and S
+    ``lax.top_k`` per list; memory O(S·n).
+
+    Args:
+      key: A single PRNG key (typed or legacy).
+      x: Floating array of scores.
+      k: Static number of entries to select, ``1 <= k <= n``.
+      sigma: Positive noise amplitude :math:`\sigma` (may be traced).
+      num_samples: Static number of Monte-Carlo samples :math:`S`, drawn with ``jax.vmap`` over
+        split keys; forward and Jacobian use the same samples.
+      noise: ``"gumbel"`` or ``"normal"``.
+      axis: Axis to select along.
+      where: Optional boolean mask; ``False`` marks padding.
+
+    Returns:
+      Array in ``[0, 1]`` (multiples of ``1/S``) with the shape and dtype of ``x``.
+
+    Example:
+      >>> import jax, jax.numpy as jnp
+      >>> from rank_relax_jax.gumbel import perturbed_topk_mask
+      >>> x = jnp.array([1.0, 0.0, 0.5])
+      >>> y = perturbed_topk_mask(jax.random.key(0), x, 1, sigma=1.0, num_samples=20000)
+      >>> bool(jnp.allclose(y, jax.nn.softmax(x), atol=0.02)), round(float(y.sum()), 4)
+      (True, 1.0)
+
+    References:
+      Berthet, Blondel, Teboul, Cuturi, Vert & Bach, "Learning with Differentiable Perturbed
+      Optimizers", NeurIPS 2020.
+    """
+    fn = "perturbed_topk_mask"
+    _checks.check_choice(fn, "noise", noise, NOISES)
+    key, frame = _prepare(fn, key, x, axis, where, "x")
+    k = _checks.check_k(fn, k, frame.n)
+    num_samples = _checks.check_positive_int(fn, "num_samples", num_samples)
+    s = frame.temperature(sigma, "sigma")
+    xs, valid = _support(frame)
+    sample = _gumbel if noise == "gumbel" else lambda kk, v: jax.random.normal(kk, v.shape, v.dtype)
+    z = jax.vmap(lambda kk: sample(kk, xs))(jax.random.split(key, num_samples))
+    out = _perturbed_mean(k, noise, xs, z, valid, s)
+    out = jnp.where(jnp.isnan(frame.x), jnp.nan, out)
+    return frame.finish_elementwise(out)
