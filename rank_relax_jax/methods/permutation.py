@@ -1,0 +1,277 @@
+r"""Relaxed permutation matrices: NeuralSort and SoftSort, and the sorts and ranks they induce.
+
+Both methods return a row-stochastic :math:`\hat P \in [0,1]^{n \times n}` whose row :math:`r`
+is a softmax over the input entries that concentrates on the entry in sorted slot :math:`r`:
+
+* NeuralSort (A. Grover, E. Wang, A. Zweig and S. Ermon, "Stochastic optimization of sorting
+  networks via continuous relaxations", ICLR 2019), built from the identity
+  :math:`\max_k`-style characterisation of the :math:`r`-th largest value through
+  :math:`(n + 1 - 2r)\,s - A_s 1`;
+* SoftSort (S. Prillo and J. Eisenschlos, "SoftSort: a continuous relaxation for the argsort
+  operator", ICML 2020), a softmax of minus the distances between the sorted scores and the
+  scores.
+
+From :math:`\hat P` (row :math:`r` = sorted slot :math:`r` in the requested order) this module
+derives the soft sort :math:`\hat P x` and the soft rank
+:math:`\operatorname{rank}_j = \sum_r r\,\hat P_{rj}` (the expected slot of entry :math:`j`
+under the column weights). Because every row sums to 1, these ranks always sum to
+:math:`m(m+1)/2` for a list of :math:`m` valid entries. All three outputs cost O(n²) time and
+memory (the matrix itself is n × n).
+
+Masks: with :math:`m` valid entries (a traced count), sums run over valid entries only, every
+softmax is taken over valid columns only, :math:`n` becomes :math:`m` in NeuralSort's slot
+coefficients, and rows past :math:`m` are left to the public wrapper to zero. The softmax is
+computed with a ``stop_gradient`` max shift, logits clipped to a finite range and a guarded
+denominator, so a fully masked row gives zeros (no NaN) and float32 inputs of any finite scale
+stay finite.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from rank_relax_jax import _axis
+
+
+def masked_softmax(logits: jax.Array, mask: jax.Array | None) -> jax.Array:
+    """Softmax over the last axis restricted to ``mask`` (broadcast against ``logits``).
+
+    Masked entries get exactly 0, a row without any valid entry is all zeros, and infinite or
+    huge logits are clipped to a finite range first so the max shift never computes inf - inf.
+    """
+    big = jnp.finfo(logits.dtype).max / 4
+    logits = jnp.clip(logits, -big, big)
+    if mask is None:
+        return jax.nn.softmax(logits, axis=-1)
+    mask = jnp.broadcast_to(mask, logits.shape)
+    safe = jnp.where(mask, logits, -big)
+    shift = jax.lax.stop_gradient(jnp.max(safe, axis=-1, keepdims=True))
+    e = jnp.where(mask, jnp.exp(safe - shift), 0.0)
+    total = jnp.sum(e, axis=-1, keepdims=True)
+    return e / jnp.where(total > 0, total, 1.0)
+
+
+def rescale(
+    x: jax.Array, mask: jax.Array | None, temperature: jax.Array
+) -> tuple[jax.Array, jax.Array]:
+    """Divides ``x`` and ``temperature`` by the same power of two near ``max |x|``.
+
+    Every method here depends on ``x`` and ``temperature`` only through ``x / temperature``
+    (up to per-row constants), so this changes no value, but differences and sums of scores near
+    the float32 limit can no longer overflow. The scale is a ``stop_gradient`` constant, and the
+    temperature is floored at the smallest normal number so ``0 / 0`` cannot occur.
+    """
+    mag = jnp.abs(x) if mask is None else jnp.where(mask, jnp.abs(x), 0.0)
+    top = jax.lax.stop_gradient(jnp.max(mag, axis=-1, keepdims=True))
+    top = jnp.where(jnp.isfinite(top) & (top > 0), top, 1.0)
+    # Keep the scale and its reciprocal normal numbers (XLA may compute x / scale as
+    # x * (1 / scale) and flush a subnormal reciprocal to zero).
+    info = jnp.finfo(x.dtype)
+    top = jnp.clip(top, jnp.sqrt(info.tiny), jnp.sqrt(info.max))
+    mantissa, _ = jnp.frexp(top)
+    # top = mantissa * 2**e with mantissa in [0.5, 1), so this is exactly 2**(e - 1) <= top
+    # (a correctly rounded division whose result is representable is exact).
+    scale = top / (2 * mantissa)
+    t = jnp.maximum(temperature / scale, jnp.finfo(x.dtype).tiny)
+    return x / scale, t
+
+
+def _valid_count(x: jax.Array, mask: jax.Array | None) -> jax.Array:
+    """``[..., 1]`` number of valid entries in the compute dtype."""
+    if mask is None:
+        return jnp.full((*x.shape[:-1], 1), x.shape[-1], x.dtype)
+    return jnp.sum(mask, axis=-1, keepdims=True).astype(x.dtype)
+
+
+def rank_from_permutation(p: jax.Array, mask: jax.Array | None) -> jax.Array:
+    r"""Soft ranks :math:`\sum_{r \le m} r\,\hat P_{rj}` from a ``[..., n, n]`` matrix."""
+    n = p.shape[-1]
+    slots = jnp.broadcast_to(jnp.arange(1, n + 1, dtype=p.dtype), p.shape[:-1])
+    if mask is None:
+        weights = slots
+    else:
+        m = jnp.sum(mask, axis=-1, keepdims=True).astype(p.dtype)
+        weights = jnp.where(slots <= m, slots, 0.0)  # rows past m are padding
+    return jnp.einsum("...r,...rj->...j", weights, p)
+
+
+def _column_mask(mask: jax.Array | None) -> jax.Array | None:
+    return None if mask is None else mask[..., None, :]
+
+
+def neuralsort_permutation(
+    x: jax.Array, mask: jax.Array | None, temperature: jax.Array, *, descending: bool
+) -> jax.Array:
+    r"""NeuralSort's relaxed sorting matrix :math:`\hat P` (Grover et al. 2019, eq. 5).
+
+    For scores :math:`s` sorted in *decreasing* order by the paper's :math:`\hat P`, and with
+    :math:`(A_s 1)_j = \sum_k |s_j - s_k|`,
+
+    .. math::
+
+        \hat P_{r,:} = \operatorname{softmax}\!\left(
+            \frac{(m + 1 - 2r)\, s - A_s 1}{\tau}\right), \qquad r = 1, \dots, m,
+
+    over the :math:`m` valid entries. ``descending=True`` uses :math:`s = x` (the paper's
+    orientation); the default ascending order uses :math:`s = -x`, whose decreasing order is the
+    increasing order of :math:`x`. The scores are centred (a per-row constant, to which the
+    softmax is invariant) so large offsets do not cost float32 precision.
+
+    As :math:`\tau \to 0`, :math:`\hat P` tends to the hard sorting permutation for distinct
+    scores (at ties, rows split the mass between the tied entries). Rows always sum to 1;
+    columns need not (:math:`\hat P` is unimodal row-stochastic, not doubly stochastic).
+
+    Cost: O(n²) time and memory.
+
+    Args:
+      x: ``[..., n]`` scores (padding already replaced by 0).
+      mask: ``[..., n]`` validity mask or ``None``.
+      temperature: Scalar :math:`\tau > 0` (may be traced).
+      descending: If True, row 1 selects the largest score.
+
+    Returns:
+      ``[..., n, n]`` row-stochastic matrix; row :math:`r` weights the entries for sorted slot
+      :math:`r` (rows past :math:`m` and padded columns are meaningless; the wrapper zeros them).
+
+    References:
+      Grover, Wang, Zweig & Ermon, "Stochastic optimization of sorting networks via continuous
+      relaxations", ICLR 2019.
+    """
+    x, t = rescale(x, mask, temperature)  # t: [..., 1]
+    s = x if descending else -x
+    m = _valid_count(x, mask)  # [..., 1]
+    if mask is None:
+        center = jnp.mean(s, axis=-1, keepdims=True)
+    else:
+        center = jnp.sum(jnp.where(mask, s, 0.0), axis=-1, keepdims=True) / jnp.maximum(m, 1.0)
+    s = s - jax.lax.stop_gradient(center)
+    dist = jnp.abs(s[..., :, None] - s[..., None, :])  # [..., j, k]
+    if mask is not None:
+        dist = jnp.where(mask[..., None, :], dist, 0.0)
+    a1 = jnp.sum(dist, axis=-1)  # [..., j]
+    n = x.shape[-1]
+    r = jnp.broadcast_to(jnp.arange(1, n + 1, dtype=x.dtype), x.shape)
+    coef = m + 1.0 - 2.0 * r  # [..., n] slot coefficients
+    logits = (coef[..., :, None] * s[..., None, :] - a1[..., None, :]) / t[..., None]
+    return masked_softmax(logits, _column_mask(mask))
+
+
+def neuralsort_sort(
+    x: jax.Array, mask: jax.Array | None, temperature: jax.Array, *, descending: bool
+) -> jax.Array:
+    r"""NeuralSort soft sort :math:`\hat P x` (see :func:`neuralsort_permutation`).
+
+    Each output is a convex combination of the valid inputs, so it lies in
+    :math:`[\min x, \max x]`; it tends to ``jnp.sort(x)`` as :math:`\tau \to 0`. O(n²).
+
+    Args:
+      x: ``[..., n]`` values (padding already replaced by 0).
+      mask: ``[..., n]`` validity mask or ``None``.
+      temperature: Scalar :math:`\tau > 0` (may be traced).
+      descending: If True, sort from largest to smallest.
+
+    Returns:
+      ``[..., n]`` soft-sorted values with the valid ones in the first :math:`m` slots.
+    """
+    p = neuralsort_permutation(x, mask, temperature, descending=descending)
+    return jnp.einsum("...rj,...j->...r", p, x)
+
+
+def neuralsort_rank(
+    x: jax.Array, mask: jax.Array | None, temperature: jax.Array, *, descending: bool
+) -> jax.Array:
+    r"""NeuralSort soft rank :math:`\operatorname{rank}_j = \sum_{r \le m} r\,\hat P_{rj}`.
+
+    The expected slot of entry :math:`j` under the column of :math:`\hat P`; the ranks sum to
+    :math:`m(m+1)/2` and tend to the exact ranks of distinct values as :math:`\tau \to 0`. O(n²).
+
+    Args:
+      x: ``[..., n]`` scores (padding already replaced by 0).
+      mask: ``[..., n]`` validity mask or ``None``.
+      temperature: Scalar :math:`\tau > 0` (may be traced).
+      descending: If True, rank 1 is the largest score.
+
+    Returns:
+      ``[..., n]`` soft ranks (padded positions meaningless; the wrapper zeros them).
+    """
+    p = neuralsort_permutation(x, mask, temperature, descending=descending)
+    return rank_from_permutation(p, mask)
+
+
+def softsort_permutation(
+    x: jax.Array, mask: jax.Array | None, temperature: jax.Array, *, descending: bool
+) -> jax.Array:
+    r"""SoftSort's relaxed sorting matrix (Prillo & Eisenschlos 2020, eq. 3).
+
+    .. math::
+
+        \hat P_{rj} = \operatorname{softmax}_j\!\left(
+            -\frac{|\operatorname{sort}(s)_r - s_j|}{\tau}\right)
+
+    with :math:`d = |\cdot|` (the paper's choice). ``descending=True`` sorts :math:`s = x` in
+    decreasing order, as in the paper; the default ascending order sorts it in increasing order.
+    As in the paper's implementation, :math:`\operatorname{sort}(s)` is a hard sort whose
+    *values* stay differentiable (gradients flow through the gathered sorted scores; only the
+    permutation itself is piecewise constant).
+
+    As :math:`\tau \to 0`, :math:`\hat P` tends to the hard sorting permutation for distinct
+    scores; row :math:`r` always puts its largest weight on the entry in slot :math:`r`.
+
+    Cost: one O(n log n) sort plus O(n²) time and memory for the matrix.
+
+    Args:
+      x: ``[..., n]`` scores (padding already replaced by 0).
+      mask: ``[..., n]`` validity mask or ``None``.
+      temperature: Scalar :math:`\tau > 0` (may be traced).
+      descending: If True, row 1 selects the largest score.
+
+    Returns:
+      ``[..., n, n]`` row-stochastic matrix; row :math:`r` weights the entries for sorted slot
+      :math:`r` (rows past :math:`m` and padded columns are meaningless; the wrapper zeros them).
+
+    References:
+      Prillo & Eisenschlos, "SoftSort: a continuous relaxation for the argsort operator",
+      ICML 2020.
+    """
+    x, t = rescale(x, mask, temperature)  # t: [..., 1]
+    perm = _axis.argsort_valid(jax.lax.stop_gradient(x), mask, descending=descending)
+    sorted_x = jnp.take_along_axis(x, perm, axis=-1)  # valid values first, differentiable
+    logits = -jnp.abs(sorted_x[..., :, None] - x[..., None, :]) / t[..., None]
+    return masked_softmax(logits, _column_mask(mask))
+
+
+def softsort_sort(
+    x: jax.Array, mask: jax.Array | None, temperature: jax.Array, *, descending: bool
+) -> jax.Array:
+    r"""SoftSort soft sort :math:`\hat P x` (see :func:`softsort_permutation`). O(n²).
+
+    Args:
+      x: ``[..., n]`` values (padding already replaced by 0).
+      mask: ``[..., n]`` validity mask or ``None``.
+      temperature: Scalar :math:`\tau > 0` (may be traced).
+      descending: If True, sort from largest to smallest.
+
+    Returns:
+      ``[..., n]`` soft-sorted values with the valid ones in the first :math:`m` slots.
+    """
+    p = softsort_permutation(x, mask, temperature, descending=descending)
+    return jnp.einsum("...rj,...j->...r", p, x)
+
+
+def softsort_rank(
+    x: jax.Array, mask: jax.Array | None, temperature: jax.Array, *, descending: bool
+) -> jax.Array:
+    r"""SoftSort soft rank :math:`\operatorname{rank}_j = \sum_{r \le m} r\,\hat P_{rj}`. O(n²).
+
+    Args:
+      x: ``[..., n]`` scores (padding already replaced by 0).
+      mask: ``[..., n]`` validity mask or ``None``.
+      temperature: Scalar :math:`\tau > 0` (may be traced).
+      descending: If True, rank 1 is the largest score.
+
+    Returns:
+      ``[..., n]`` soft ranks (padded positions meaningless; the wrapper zeros them).
+    """
+    p = softsort_permutation(x, mask, temperature, descending=descending)
+    return rank_from_permutation(p, mask)
