@@ -84,7 +84,7 @@ class Frame:
     def finish_sorted(self, out: jax.Array) -> jax.Array:
         """Output in sorted order: the kernel puts valid values first; the tail is zero-filled."""
         if self.mask is not None:
-            slots = jnp.arange(self.n) < self.count()[..., None]
+            slots = jnp.broadcast_to(jnp.arange(self.n), self.x.shape) < self.count()[..., None]
             out = jnp.where(slots, out, jnp.zeros((), out.dtype))
         return jnp.moveaxis(self._cast(out), -1, self.axis)
 
@@ -95,7 +95,7 @@ class Frame:
         axes keep their order with the ranked axis removed.
         """
         if self.mask is not None:
-            rows = jnp.arange(self.n) < self.count()[..., None]
+            rows = jnp.broadcast_to(jnp.arange(self.n), self.x.shape) < self.count()[..., None]
             keep = rows[..., :, None] & self.mask[..., None, :]
             out = jnp.where(keep, out, jnp.zeros((), out.dtype))
         return self._cast(out)
