@@ -16,7 +16,7 @@ score) is relaxed recursively, one rank at a time. With scores shifted to be non
 An entry picked at rank :math:`r` (:math:`I^r_j \approx 1`) gets a negative factor
 :math:`-\delta` and drops out of the later softmaxes, while the others keep a positive weight
 :math:`(1-\delta)^{r-1}`. As in the paper, the recursive factor :math:`B^r` goes through a
-stop-gradient ("stop-gradient trick" of Section 3), so gradients flow only through
+stop-gradient (the paper's "stop-gradient trick"), so gradients flow only through
 :math:`\alpha s_j` in each softmax. Each row :math:`I^r` sums to 1, so :math:`I` is a
 row-stochastic relaxed permutation matrix (row :math:`r` = sorted slot :math:`r`) and this
 module also offers the soft sort :math:`I x` and the soft rank :math:`\sum_r r\,I^r_j`.
@@ -48,7 +48,7 @@ def _scores(x: jax.Array, mask: jax.Array | None, descending: bool) -> jax.Array
     return jnp.where(mask, s - lo, 0.0)
 
 
-def _indicator_scan(x, mask, temperature, descending, delta, *, stack: bool):
+def _indicator_scan(x, mask, temperature, descending, delta, stop, *, stack: bool):
     """Runs the SmoothI recursion; returns the stacked ``[..., r, j]`` indicators or the ranks."""
     x, t = rescale(x, mask, temperature)  # t: [..., 1]
     s = _scores(x, mask, descending)
@@ -63,7 +63,9 @@ def _indicator_scan(x, mask, temperature, descending, delta, *, stack: bool):
     def step(carry, r):
         prod, acc = carry
         ind = masked_softmax(alpha_s * prod, cmask)
-        prod = jax.lax.stop_gradient(prod * (1.0 - ind - delta))
+        prod = prod * (1.0 - ind - delta)
+        if stop:
+            prod = jax.lax.stop_gradient(prod)
         if stack:
             return (prod, acc), ind
         weight = jnp.where(r <= m, r, 0.0)  # [..., 1]; ranks past m are padding
@@ -84,6 +86,7 @@ def smoothi_permutation(
     *,
     descending: bool,
     delta: float = DELTA,
+    stop_gradient: bool = True,
 ) -> jax.Array:
     r"""The matrix of SmoothI rank indicators :math:`I^r_j` (see the module docstring).
 
@@ -102,6 +105,9 @@ def smoothi_permutation(
       temperature: Scalar :math:`\tau = 1/\alpha > 0` (may be traced).
       descending: If True, row 1 selects the largest score (the paper's orientation).
       delta: The paper's margin :math:`\delta \in (0, 1/2)`.
+      stop_gradient: Apply the paper's stop-gradient to the recursive factor :math:`B^r`
+        (default, as in the paper). With False, gradients are the exact derivatives of the
+        forward values, at the price of a longer, recursive backward path.
 
     Returns:
       ``[..., n, n]`` row-stochastic matrix (rows past :math:`m` and padded columns are
@@ -111,7 +117,7 @@ def smoothi_permutation(
       Thonet, Cinar, Gaussier, Li & Renders, "SmoothI: Smooth Rank Indicators for
       Differentiable IR Metrics", arXiv:2105.00942, 2021.
     """
-    return _indicator_scan(x, mask, temperature, descending, delta, stack=True)
+    return _indicator_scan(x, mask, temperature, descending, delta, stop_gradient, stack=True)
 
 
 def smoothi_sort(
@@ -121,6 +127,7 @@ def smoothi_sort(
     *,
     descending: bool,
     delta: float = DELTA,
+    stop_gradient: bool = True,
 ) -> jax.Array:
     r"""SmoothI soft sort :math:`\sum_j I^r_j x_j` (a convex combination of the valid inputs).
 
@@ -132,11 +139,16 @@ def smoothi_sort(
       temperature: Scalar :math:`\tau > 0` (may be traced).
       descending: If True, sort from largest to smallest.
       delta: The paper's margin :math:`\delta \in (0, 1/2)`.
+      stop_gradient: Apply the paper's stop-gradient to the recursive factor :math:`B^r`
+        (default, as in the paper). With False, gradients are the exact derivatives of the
+        forward values, at the price of a longer, recursive backward path.
 
     Returns:
       ``[..., n]`` soft-sorted values with the valid ones in the first :math:`m` slots.
     """
-    p = smoothi_permutation(x, mask, temperature, descending=descending, delta=delta)
+    p = smoothi_permutation(
+        x, mask, temperature, descending=descending, delta=delta, stop_gradient=stop_gradient
+    )
     return jnp.einsum("...rj,...j->...r", p, x)
 
 
@@ -147,6 +159,7 @@ def smoothi_rank(
     *,
     descending: bool,
     delta: float = DELTA,
+    stop_gradient: bool = True,
 ) -> jax.Array:
     r"""SmoothI soft rank :math:`\operatorname{rank}_j = \sum_{r=1}^{m} r\, I^r_j`.
 
@@ -162,8 +175,11 @@ def smoothi_rank(
       temperature: Scalar :math:`\tau = 1/\alpha > 0` (may be traced).
       descending: If True, rank 1 is the largest score.
       delta: The paper's margin :math:`\delta \in (0, 1/2)`.
+      stop_gradient: Apply the paper's stop-gradient to the recursive factor :math:`B^r`
+        (default, as in the paper). With False, gradients are the exact derivatives of the
+        forward values, at the price of a longer, recursive backward path.
 
     Returns:
       ``[..., n]`` soft ranks (padded positions meaningless; the wrapper zeros them).
     """
-    return _indicator_scan(x, mask, temperature, descending, delta, stack=False)
+    return _indicator_scan(x, mask, temperature, descending, delta, stop_gradient, stack=False)
