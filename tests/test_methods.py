@@ -316,7 +316,7 @@ def test_smoothi_gradient_is_the_stop_gradient_surrogate():
         return w @ (np.arange(1, 6) @ p)
 
     eps = 1e-6
-    fd = np.array([(surrogate(x + eps * e) - surrogate(x - eps * e)) / (2 * eps) for e in np.eye(5)])
+    fd = np.array([surrogate(x + eps * e) - surrogate(x - eps * e) for e in np.eye(5)]) / (2 * eps)
     g = jax.grad(lambda v: jnp.sum(ranking.soft_rank(v, method="smoothi", temperature=t) * w))(
         jnp.asarray(x)
     )
