@@ -110,6 +110,17 @@ def sigmoid_rank(
     References:
       Qin, Liu & Li, "A general approximation framework for direct optimization of information
       retrieval measures", Information Retrieval 13(4), 2010.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> import numpy as np
+      >>> from rank_relax_jax.methods.pairwise import sigmoid_rank
+      >>> x = jnp.array([0.3, -1.2, 2.5])
+      >>> np.asarray(sigmoid_rank(x, None, jnp.asarray(0.5), descending=False)).round(3)
+      array([1.965, 1.048, 2.987], dtype=float32)
+      >>> mask = jnp.array([True, True, False])
+      >>> np.asarray(sigmoid_rank(x, mask, jnp.asarray(0.5), descending=True))[:2].round(3)
+      array([1.047, 1.953], dtype=float32)
     """
     return _pairwise_rank(jax.nn.sigmoid, x, mask, temperature, descending)
 
@@ -147,5 +158,13 @@ def probabilistic_rank(
     References:
       Taylor, Guiver, Robertson & Minka, "SoftRank: optimizing non-smooth rank metrics",
       WSDM 2008.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> import numpy as np
+      >>> from rank_relax_jax.methods.pairwise import probabilistic_rank
+      >>> x = jnp.array([0.3, -1.2, 2.5])
+      >>> np.asarray(probabilistic_rank(x, None, jnp.asarray(0.5), descending=False)).round(3)
+      array([1.984, 1.017, 2.999], dtype=float32)
     """
     return _pairwise_rank(ndtr, x, mask, temperature * math.sqrt(2.0), descending)

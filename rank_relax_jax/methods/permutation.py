@@ -137,6 +137,16 @@ def neuralsort_permutation(
     References:
       Grover, Wang, Zweig & Ermon, "Stochastic optimization of sorting networks via continuous
       relaxations", ICLR 2019.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> import numpy as np
+      >>> from rank_relax_jax.methods.permutation import neuralsort_permutation
+      >>> x = jnp.array([0.3, -1.2, 2.5])
+      >>> np.asarray(neuralsort_permutation(x, None, jnp.asarray(0.1), descending=True)).round(2)
+      array([[0., 0., 1.],
+             [1., 0., 0.],
+             [0., 1., 0.]], dtype=float32)
     """
     x, t = rescale(x, mask, temperature)  # t: [..., 1]
     s = x if descending else -x
@@ -173,6 +183,14 @@ def neuralsort_sort(
 
     Returns:
       ``[..., n]`` soft-sorted values with the valid ones in the first :math:`m` slots.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> import numpy as np
+      >>> from rank_relax_jax.methods.permutation import neuralsort_sort
+      >>> x = jnp.array([0.3, -1.2, 2.5])
+      >>> np.asarray(neuralsort_sort(x, None, jnp.asarray(0.5), descending=False)).round(3)
+      array([-1.129,  0.255,  2.473], dtype=float32)
     """
     p = neuralsort_permutation(x, mask, temperature, descending=descending)
     return jnp.einsum("...rj,...j->...r", p, x)
@@ -194,6 +212,14 @@ def neuralsort_rank(
 
     Returns:
       ``[..., n]`` soft ranks (padded positions meaningless; the wrapper zeros them).
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> import numpy as np
+      >>> from rank_relax_jax.methods.permutation import neuralsort_rank
+      >>> x = jnp.array([0.3, -1.2, 2.5])
+      >>> np.asarray(neuralsort_rank(x, None, jnp.asarray(0.5), descending=False)).round(3)
+      array([1.967, 1.046, 2.987], dtype=float32)
     """
     p = neuralsort_permutation(x, mask, temperature, descending=descending)
     return rank_from_permutation(p, mask)
@@ -233,6 +259,16 @@ def softsort_permutation(
     References:
       Prillo & Eisenschlos, "SoftSort: a continuous relaxation for the argsort operator",
       ICML 2020.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> import numpy as np
+      >>> from rank_relax_jax.methods.permutation import softsort_permutation
+      >>> x = jnp.array([0.3, -1.2, 2.5])
+      >>> np.asarray(softsort_permutation(x, None, jnp.asarray(0.1), descending=True)).round(2)
+      array([[0., 0., 1.],
+             [1., 0., 0.],
+             [0., 1., 0.]], dtype=float32)
     """
     x, t = rescale(x, mask, temperature)  # t: [..., 1]
     perm = _axis.argsort_valid(jax.lax.stop_gradient(x), mask, descending=descending)
@@ -254,6 +290,14 @@ def softsort_sort(
 
     Returns:
       ``[..., n]`` soft-sorted values with the valid ones in the first :math:`m` slots.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> import numpy as np
+      >>> from rank_relax_jax.methods.permutation import softsort_sort
+      >>> x = jnp.array([0.3, -1.2, 2.5])
+      >>> np.asarray(softsort_sort(x, None, jnp.asarray(0.5), descending=False)).round(3)
+      array([-1.127,  0.255,  2.471], dtype=float32)
     """
     p = softsort_permutation(x, mask, temperature, descending=descending)
     return jnp.einsum("...rj,...j->...r", p, x)
@@ -272,6 +316,14 @@ def softsort_rank(
 
     Returns:
       ``[..., n]`` soft ranks (padded positions meaningless; the wrapper zeros them).
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> import numpy as np
+      >>> from rank_relax_jax.methods.permutation import softsort_rank
+      >>> x = jnp.array([0.3, -1.2, 2.5])
+      >>> np.asarray(softsort_rank(x, None, jnp.asarray(0.5), descending=False)).round(3)
+      array([1.967, 1.048, 2.986], dtype=float32)
     """
     p = softsort_permutation(x, mask, temperature, descending=descending)
     return rank_from_permutation(p, mask)

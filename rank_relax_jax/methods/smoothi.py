@@ -116,6 +116,16 @@ def smoothi_permutation(
     References:
       Thonet, Cinar, Gaussier, Li & Renders, "SmoothI: Smooth Rank Indicators for
       Differentiable IR Metrics", arXiv:2105.00942, 2021.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> import numpy as np
+      >>> from rank_relax_jax.methods.smoothi import smoothi_permutation
+      >>> x = jnp.array([0.3, -1.2, 2.5])
+      >>> np.asarray(smoothi_permutation(x, None, jnp.asarray(0.05), descending=True)).round(2)
+      array([[0.  , 0.  , 1.  ],
+             [1.  , 0.  , 0.  ],
+             [0.06, 0.94, 0.  ]], dtype=float32)
     """
     return _indicator_scan(x, mask, temperature, descending, delta, stop_gradient, stack=True)
 
@@ -145,6 +155,14 @@ def smoothi_sort(
 
     Returns:
       ``[..., n]`` soft-sorted values with the valid ones in the first :math:`m` slots.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> import numpy as np
+      >>> from rank_relax_jax.methods.smoothi import smoothi_sort
+      >>> x = jnp.array([0.3, -1.2, 2.5])
+      >>> np.asarray(smoothi_sort(x, None, jnp.asarray(0.05), descending=False)).round(3)
+      array([-1.2  ,  0.3  ,  2.454], dtype=float32)
     """
     p = smoothi_permutation(
         x, mask, temperature, descending=descending, delta=delta, stop_gradient=stop_gradient
@@ -181,5 +199,13 @@ def smoothi_rank(
 
     Returns:
       ``[..., n]`` soft ranks (padded positions meaningless; the wrapper zeros them).
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> import numpy as np
+      >>> from rank_relax_jax.methods.smoothi import smoothi_rank
+      >>> x = jnp.array([0.3, -1.2, 2.5])
+      >>> np.asarray(smoothi_rank(x, None, jnp.asarray(0.05), descending=True)).round(3)
+      array([2.189, 2.808, 1.004], dtype=float32)
     """
     return _indicator_scan(x, mask, temperature, descending, delta, stop_gradient, stack=False)
