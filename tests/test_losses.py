@@ -1,0 +1,303 @@
+"""Tests for the ranking losses (rank_relax_jax.losses).
+
+A contract run over every loss (in the manner of Rax's loss tests): masked == filtered with
+garbage in the padding, padding gets zero gradient, fully masked lists give 0 with no NaN
+gradient, length-1 lists and constant labels are finite, any batch shape, vmap, jit and the
+three reductions. Then each loss's own definition, and that each is minimized by a correctly
+ordered prediction: loss(correct) < loss(reversed), and gradient descent from a random
+prediction improves the exact NDCG.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import itertools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax.test_util import check_grads
+
+from rank_relax_jax import losses, metrics
+from rank_relax_jax.ranking import _KERNELS, RANK_METHODS
+
+N = 6
+
+
+def _method_available(method: str) -> bool:
+    module = _KERNELS[("rank", method)][0]
+    return importlib.util.find_spec(f"rank_relax_jax.methods.{module}") is not None
+
+
+def _needs(method: str):
+    return pytest.mark.skipif(
+        not _method_available(method), reason=f"soft-rank method {method!r} not implemented yet"
+    )
+
+
+def _case(name, fn, method=None):
+    marks = [_needs(method)] if method else []
+    return pytest.param(name, fn, id=name, marks=marks)
+
+
+# Each entry: fn(scores, labels, **kw). Temperatures are moderate so gradients are non-trivial.
+LOSSES = [
+    _case(
+        "spearman-isotonic",
+        lambda s, y, **kw: losses.spearman_loss(s, y, method="isotonic", temperature=0.5, **kw),
+        "isotonic",
+    ),
+    _case(
+        "spearman-sigmoid",
+        lambda s, y, **kw: losses.spearman_loss(s, y, method="sigmoid", temperature=0.5, **kw),
+        "sigmoid",
+    ),
+    _case(
+        "ndcg-isotonic",
+        lambda s, y, **kw: losses.ndcg_loss(s, y, method="isotonic", temperature=0.5, **kw),
+        "isotonic",
+    ),
+    _case(
+        "ndcg@3-sigmoid",
+        lambda s, y, **kw: losses.ndcg_loss(s, y, k=3, method="sigmoid", temperature=0.5, **kw),
+        "sigmoid",
+    ),
+    _case("listmle", lambda s, y, **kw: losses.listmle_loss(s, y, **kw)),
+    _case("listnet", lambda s, y, **kw: losses.listnet_loss(s, y, **kw)),
+    _case("pairwise", lambda s, y, **kw: losses.pairwise_logistic_loss(s, y, **kw)),
+]
+
+
+def _data(seed, shape=(4, N)):
+    rng = np.random.default_rng(seed)
+    s = rng.normal(size=shape)
+    y = rng.integers(0, 4, shape).astype(np.float64)  # graded labels with ties
+    return jnp.asarray(s), jnp.asarray(y)
+
+
+# ---------------------------------------------------------------- contract
+
+
+@pytest.mark.parametrize(("name", "fn"), LOSSES)
+def test_masked_equals_filtered_and_padding_gets_zero_gradient(name, fn):
+    s, y = _data(0)
+    lengths = np.array([N, 4, 1, 0])
+    mask = jnp.asarray(np.arange(N) < lengths[:, None])
+    s_pad = jnp.where(mask, s, jnp.nan)  # garbage in the padding must not leak
+    y_pad = jnp.where(mask, y, 7.0)
+
+    def per_list(v, w=None, yy=y_pad):
+        return fn(v, yy, where=w, reduce="none")
+
+    got = jax.jit(per_list)(s_pad, mask)
+    grads = jax.jit(jax.grad(lambda v, w: jnp.sum(per_list(v, w))))(s_pad, mask)
+    assert np.all(np.isfinite(got)) and np.all(np.isfinite(grads))
+    np.testing.assert_array_equal(np.where(mask, 0.0, grads), 0.0)
+    for i, m in enumerate(lengths):
+        if m == 0:
+            assert got[i] == 0.0
+            continue
+        want = per_list(s[i, :m], yy=y[i, :m])
+        want_g = jax.grad(lambda v, i=i, m=m: per_list(v, yy=y[i, :m]))(s[i, :m])
+        np.testing.assert_allclose(got[i], want, atol=1e-10, err_msg=name)
+        np.testing.assert_allclose(grads[i, :m], want_g, atol=1e-10, err_msg=name)
+
+
+@pytest.mark.parametrize(("name", "fn"), LOSSES)
+@pytest.mark.parametrize("reduce", ["mean", "sum", "none"])
+def test_degenerate_lists_are_finite(name, fn, reduce):
+    cases = {
+        "all-masked": (jnp.ones((2, N)), jnp.ones((2, N)), jnp.zeros((2, N), bool)),
+        "length-1": (jnp.array([[0.7]]), jnp.array([[2.0]]), None),
+        "constant-labels": (jnp.linspace(-1.0, 1.0, N)[None], jnp.full((1, N), 2.0), None),
+        "zero-labels": (jnp.linspace(-1.0, 1.0, N)[None], jnp.zeros((1, N)), None),
+        "tied-scores": (jnp.zeros((1, N)), jnp.arange(N, dtype=jnp.float64)[None], None),
+    }
+    for case, (s, y, w) in cases.items():
+        value, g = jax.value_and_grad(
+            lambda v, y=y, w=w: jnp.sum(fn(v, y, where=w, reduce=reduce))
+        )(s)
+        assert np.isfinite(value), (name, case)
+        assert np.all(np.isfinite(g)), (name, case)
+        if case == "all-masked":
+            assert value == 0.0
+            np.testing.assert_array_equal(g, 0.0)
+
+
+@pytest.mark.parametrize(("name", "fn"), LOSSES)
+def test_batch_dims_reductions_jit_vmap_axis(name, fn):
+    s, y = _data(1, shape=(2, 3, N))
+    per = fn(s, y, reduce="none")
+    assert per.shape == (2, 3)
+    flat = fn(s.reshape(6, N), y.reshape(6, N), reduce="none").reshape(2, 3)
+    np.testing.assert_allclose(per, flat, atol=1e-12)
+    np.testing.assert_allclose(
+        jax.vmap(lambda a, b: fn(a, b, reduce="none"))(s, y), per, atol=1e-12
+    )
+    np.testing.assert_allclose(jax.jit(lambda a, b: fn(a, b))(s, y), jnp.mean(per), atol=1e-12)
+    np.testing.assert_allclose(fn(s, y, reduce="sum"), jnp.sum(per), atol=1e-12)
+    moved = fn(jnp.moveaxis(s, -1, 0), jnp.moveaxis(y, -1, 0), axis=0, reduce="none")
+    np.testing.assert_allclose(moved, per, atol=1e-12)
+    # "mean" averages over the lists that have a valid item.
+    w = jnp.ones((2, 3, N), bool).at[0, 0].set(False)
+    np.testing.assert_allclose(
+        fn(s, y, where=w), jnp.sum(fn(s, y, where=w, reduce="none")) / 5, atol=1e-12
+    )
+
+
+@pytest.mark.parametrize(("name", "fn"), LOSSES)
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
+def test_dtype_preserved(name, fn, dtype):
+    s, y = _data(2)
+    out = fn(s.astype(dtype), y.astype(jnp.int32))
+    assert out.dtype == dtype
+    np.testing.assert_allclose(float(out), float(fn(s, y)), rtol=5e-2, atol=5e-2)
+
+
+@pytest.mark.parametrize(
+    ("name", "fn"), [p for p in LOSSES if "isotonic" not in p.id]
+)  # isotonic ranks are piecewise linear: finite differences straddle kinks
+def test_gradients_match_finite_differences(name, fn):
+    s, y = _data(3, shape=(2, 5))
+    check_grads(lambda v: fn(v, y), (s,), order=1, modes=["rev"], atol=1e-6, rtol=1e-6)
+
+
+# ---------------------------------------------------------------- minimized by the right order
+
+
+@pytest.mark.parametrize(("name", "fn"), LOSSES)
+def test_correct_order_beats_reversed_and_random(name, fn):
+    y = jnp.array([[3.0, 2.0, 2.0, 1.0, 0.0, 0.0], [0.0, 1.0, 4.0, 0.0, 2.0, 3.0]])
+    # Correctly ordered predictions at a few scales (ListNet's minimizer is y + c, the others
+    # prefer wider margins); the best of them must beat the reversed and random orders.
+    loss_correct = jnp.min(jnp.stack([fn(c * y, y, reduce="none") for c in (1, 2, 4)]), axis=0)
+    loss_reversed = fn(-2.0 * y, y, reduce="none")
+    rng = np.random.default_rng(4)
+    assert np.all(loss_correct < loss_reversed), name
+    for _ in range(5):
+        random = jnp.asarray(rng.normal(size=y.shape))
+        assert np.all(loss_correct <= fn(random, y, reduce="none") + 1e-9), name
+
+
+@pytest.mark.parametrize(("name", "fn"), LOSSES)
+def test_gradient_descent_from_random_improves_ndcg(name, fn):
+    rng = np.random.default_rng(5)
+    y = jnp.asarray(rng.integers(0, 5, (8, 10)).astype(np.float64))
+    s0 = jnp.asarray(rng.normal(size=(8, 10)))
+    step = jax.jit(lambda v: v - 0.5 * jax.grad(lambda u: fn(u, y, reduce="sum"))(v))
+
+    def run(v):
+        return jax.lax.fori_loop(0, 150, lambda _, u: step(u), v)
+
+    s1 = jax.jit(run)(s0)
+    before = float(jnp.mean(metrics.ndcg(s0, y)))
+    after = float(jnp.mean(metrics.ndcg(s1, y)))
+    assert after > before + 0.05, (name, before, after)
+    assert after > 0.9, (name, after)
+
+
+@pytest.mark.parametrize("method", [pytest.param(m, marks=_needs(m)) for m in RANK_METHODS])
+def test_soft_rank_losses_accept_every_method(method):
+    y = jnp.array([[3.0, 2.0, 2.0, 1.0, 0.0, 0.0]])
+    correct = 2.0 * y + jnp.arange(N)[None, ::-1] * 0.1
+    # SmoothI's ranks are only accurate at small temperatures (at 0.1 they leave [1, n]).
+    t = 0.01 if method == "smoothi" else 0.1
+    for loss in (losses.spearman_loss, losses.ndcg_loss):
+        good = loss(correct, y, method=method, temperature=t)
+        bad = loss(-correct, y, method=method, temperature=t)
+        g = jax.grad(lambda v, loss=loss: loss(v, y, method=method, temperature=t))(-correct)
+        assert good < bad, (loss.__name__, method)
+        assert np.all(np.isfinite(g)) and np.any(g != 0), (loss.__name__, method)
+
+
+# ---------------------------------------------------------------- definitions
+
+
+def test_low_temperature_limits_match_exact_metrics():
+    s, y = _data(6, shape=(5, 8))
+    s = s * 10  # well separated relative to the temperature
+    sp = losses.spearman_loss(s, y, method="sigmoid", temperature=1e-4, reduce="none")
+    np.testing.assert_allclose(sp, 1 - metrics.spearman(s, y), atol=1e-4)
+    for k in (None, 3):
+        nd = losses.ndcg_loss(
+            s, y, k=k, method="sigmoid", temperature=1e-4, cutoff_temperature=1e-3, reduce="none"
+        )
+        np.testing.assert_allclose(nd, 1 - metrics.ndcg(s, y, k=k), atol=1e-4)
+
+
+def _plackett_luce_nll(s, order):
+    s = np.asarray(s)[list(order)]
+    return sum(np.log(np.sum(np.exp(s[p:]))) - s[p] for p in range(len(s)))
+
+
+def test_listmle_is_plackett_luce_nll_without_ties_and_breslow_with_ties():
+    rng = np.random.default_rng(7)
+    s = rng.normal(size=5)
+    y = np.array([0.0, 3.0, 1.0, 4.0, 2.0])
+    ours = float(losses.listmle_loss(jnp.asarray(s), jnp.asarray(y)))
+    assert ours == pytest.approx(_plackett_luce_nll(s, np.argsort(-y)), rel=1e-12)
+    # Ties: each tied item's denominator holds its whole group and everything below it.
+    y = np.array([1.0, 2.0, 1.0, 0.0, 2.0])
+    want = 0.0
+    for i in range(5):
+        want += np.log(np.sum(np.exp(s[y <= y[i]]))) - s[i]
+    ours = float(losses.listmle_loss(jnp.asarray(s), jnp.asarray(y)))
+    assert ours == pytest.approx(want, rel=1e-12)
+    # ... which does not depend on how the tied items are ordered in the input.
+    perm = np.array([2, 4, 0, 3, 1])
+    again = float(losses.listmle_loss(jnp.asarray(s[perm]), jnp.asarray(y[perm])))
+    assert again == pytest.approx(ours, rel=1e-12)
+
+
+def test_listmle_is_stable_for_huge_scores():
+    s = jnp.array([1e30, -1e30, 0.0, 5e29])
+    y = jnp.array([3.0, 0.0, 1.0, 2.0])
+    value, g = jax.value_and_grad(lambda v: losses.listmle_loss(v, y))(s)
+    assert np.isfinite(value) and np.all(np.isfinite(g))
+
+
+def test_listnet_and_pairwise_definitions():
+    rng = np.random.default_rng(8)
+    s = rng.normal(size=6)
+    y = rng.integers(0, 3, 6).astype(np.float64)
+    p = np.exp(y) / np.exp(y).sum()
+    logq = s - np.log(np.exp(s).sum())
+    assert float(losses.listnet_loss(jnp.asarray(s), jnp.asarray(y))) == pytest.approx(
+        -np.sum(p * logq), rel=1e-12
+    )
+    terms = [
+        np.log1p(np.exp(-(s[i] - s[j])))
+        for i, j in itertools.product(range(6), repeat=2)
+        if y[i] > y[j]
+    ]
+    got = float(losses.pairwise_logistic_loss(jnp.asarray(s), jnp.asarray(y)))
+    assert got == pytest.approx(np.mean(terms), rel=1e-12)
+
+
+def test_temperature_change_does_not_retrace():
+    s, y = _data(9)
+    traces = []
+
+    @jax.jit
+    def f(v, t):
+        traces.append(1)
+        return losses.ndcg_loss(v, y, method="sigmoid", temperature=t, k=3, cutoff_temperature=t)
+
+    f(s, 0.5)
+    f(s, 0.1)
+    assert len(traces) == 1
+
+
+def test_errors_name_function_and_argument():
+    s, y = _data(10)
+    with pytest.raises(ValueError, match=r"listmle_loss: argument `reduce`"):
+        losses.listmle_loss(s, y, reduce="avg")
+    with pytest.raises(ValueError, match=r"ndcg_loss: argument `method`"):
+        losses.ndcg_loss(s, y, method="bogus")
+    with pytest.raises(ValueError, match=r"spearman_loss: argument `temperature` must be positive"):
+        losses.spearman_loss(s, y, method="sigmoid", temperature=0.0)
+    with pytest.raises(ValueError, match=r"listnet_loss: argument `labels` must have the shape"):
+        losses.listnet_loss(s, y[:, :3])
+    with pytest.raises(TypeError, match=r"pairwise_logistic_loss: argument `scores`"):
+        losses.pairwise_logistic_loss(y.astype(jnp.int32), y)
