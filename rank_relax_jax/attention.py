@@ -589,6 +589,46 @@ def _sow(module: Any, weights: jax.Array) -> None:
         module.sow("intermediates", "attention_weights", weights)
 
 
+def _default_additive(dma_bias: Callable[..., jax.Array]) -> Callable[..., jax.Array]:
+    """Flax's own dot_product_attention with the DMA bias added, for linen and NNX alike."""
+
+    def additive_fn(
+        query,
+        key,
+        value,
+        bias=None,
+        mask=None,
+        broadcast_dropout: bool = True,
+        dropout_rng=None,
+        dropout_rate: float = 0.0,
+        deterministic: bool = False,
+        dtype=None,
+        precision=None,
+        module=None,
+        is_causal: bool = False,
+    ):
+        from flax import linen, nnx  # optional dependency
+
+        kwargs = dict(
+            mask=mask,
+            broadcast_dropout=broadcast_dropout,
+            dropout_rng=dropout_rng,
+            dropout_rate=dropout_rate,
+            deterministic=deterministic,
+            dtype=dtype,
+            precision=precision,
+            module=module,
+        )
+        bias = dma_bias(query, bias)
+        # linen modules sow into a linen collection (and never pass is_causal); NNX's version
+        # takes is_causal and sows into nnx.Intermediate.
+        if module is not None and not isinstance(module, nnx.Module) and not is_causal:
+            return linen.dot_product_attention(query, key, value, bias, **kwargs)
+        return nnx.dot_product_attention(query, key, value, bias, is_causal=is_causal, **kwargs)
+
+    return additive_fn
+
+
 def make_flax_attention_fn(
     doc_mask: ArrayLike | None = None,
     segment_ids: ArrayLike | None = None,
@@ -610,9 +650,10 @@ def make_flax_attention_fn(
       ``deterministic``) and weight sowing (``module``). Use it for hard and straight-through
       masks.
     * ``form="additive"``: adds :func:`attention_bias` (from ``doc_mask`` or ``log_doc_mask``)
-      to the ``bias`` of ``attention_fn`` (default ``flax.linen.dot_product_attention``; pass
-      ``flax.nnx.dot_product_attention`` for NNX if you sow weights) and keeps every other
-      feature of it, including the fused ``jax.nn`` path. Use it for soft masks.
+      to the ``bias`` of ``attention_fn`` and keeps every other feature of it, including the
+      fused ``jax.nn`` path without dropout. The default ``attention_fn`` is Flax's own
+      ``dot_product_attention`` (the NNX one, or the linen one when a linen module sows its
+      weights). Use it for soft masks.
 
     The mask is closed over, so build the function inside the forward pass (e.g. in a module's
     ``__call__`` or a training step) from the current sample; it is traced, not a constant.
@@ -651,18 +692,25 @@ def make_flax_attention_fn(
     fn_name = "make_flax_attention_fn"
     _checks.check_choice(fn_name, "form", form, ATTENTION_FORMS)
     if form == "additive":
+        # Validates now, so a bad mask fails where the function is built.
         bias_dma = attention_bias(doc_mask, segment_ids, log_doc_mask=log_doc_mask)
+
+        def dma_bias(query, bias):
+            dtype = jnp.result_type(query)
+            b = bias_dma
+            if b.dtype != dtype:  # the floor must be finite in the logits' dtype
+                b = attention_bias(doc_mask, segment_ids, log_doc_mask=log_doc_mask, dtype=dtype)
+            return b if bias is None else b + bias
+
         if attention_fn is None:
-            from flax.linen import dot_product_attention as attention_fn
+            return _default_additive(dma_bias)
         base = attention_fn
 
         # `wraps` makes inspect.signature report the base's parameters, which is how linen's
         # MultiHeadDotProductAttention decides which keyword arguments to pass.
         @functools.wraps(base)
         def additive_fn(query, key, value, bias=None, *args, **kwargs):
-            b = bias_dma.astype(jnp.result_type(query))
-            b = b if bias is None else b + bias
-            return base(query, key, value, b, *args, **kwargs)
+            return base(query, key, value, dma_bias(query, bias), *args, **kwargs)
 
         return additive_fn
 

@@ -251,6 +251,11 @@ def test_linen_sow_weights_and_dropout():
     q = nn.DenseGeneral(features=(2, 4)).apply({"params": params["params"]["query"]}, x)
     k = nn.DenseGeneral(features=(2, 4)).apply({"params": params["params"]["key"]}, x)
     np.testing.assert_allclose(w, dma_weights(q, k, doc_mask=m, segment_ids=IDS), atol=1e-6)
+    additive = layer.clone(attention_fn=att.make_flax_attention_fn(m, IDS, form="additive"))
+    _, state_add = additive.apply(
+        params, x, deterministic=True, sow_weights=True, mutable=["intermediates"]
+    )
+    np.testing.assert_allclose(state_add["intermediates"]["attention_weights"][0], w, atol=1e-6)
     # Dropout on the weights: unbiased (mean over rngs -> deterministic output), and random.
     det = layer.apply(params, x, deterministic=True)
 
@@ -282,10 +287,14 @@ def test_nnx_multihead_adapter_same_params(kv_heads):
     )
     causal = nnx.make_causal_mask(jnp.ones((2, 11)))
     ref = mha(x, mask=causal)
-    for form in ("multiplicative", "additive"):
-        base = {"attention_fn": nnx.dot_product_attention} if form == "additive" else {}
-        mha.attention_fn = att.make_flax_attention_fn(m, IDS, form=form, **base)
+    for form, base in (
+        ("multiplicative", None),
+        ("additive", None),
+        ("additive", nnx.dot_product_attention),
+    ):
+        mha.attention_fn = att.make_flax_attention_fn(m, IDS, form=form, attention_fn=base)
         np.testing.assert_allclose(mha(x, mask=causal), ref, atol=2e-6)
+        np.testing.assert_allclose(mha(x, is_causal=True), ref, atol=2e-6)
 
 
 # --------------------------------------------------------------------------------------------
@@ -457,6 +466,20 @@ def test_bfloat16_inputs():
     assert g.dtype == jnp.bfloat16 and bool(jnp.isfinite(g).all())
     fn = jax.jit(att.make_flax_attention_fn(bf[3], IDS))
     assert fn(*bf[:3]).dtype == jnp.bfloat16
+    # float16 logits: the additive adapter re-derives the floor in float16 (finite there).
+    # (jax.nn's float16 attention itself does not compile on CPU, so a probe base function
+    # returns the bias it receives.)
+    f16 = [a.astype(jnp.float16) for a in (q, k, v)]
+    zero_doc = m.at[:, 1].set(0.0)
+    out16 = jax.jit(att.make_flax_attention_fn(zero_doc, IDS))(*f16)
+    assert out16.dtype == jnp.float16 and bool(jnp.isfinite(out16).all())
+
+    def probe(query, key, value, bias=None, mask=None):
+        return bias
+
+    seen = att.make_flax_attention_fn(zero_doc, IDS, form="additive", attention_fn=probe)(*f16)
+    assert seen.dtype == jnp.float16 and bool(jnp.isfinite(seen).all())
+    assert float(seen[0, 0, 0, 5]) < -1e4  # document 1 (M = 0)
 
 
 # --------------------------------------------------------------------------------------------
@@ -549,7 +572,14 @@ def test_adapter_signature_lists_flax_keywords():
     ):
         assert name in params
     additive = att.make_flax_attention_fn(jnp.ones((1, 2)), jnp.zeros((1, 3), int), form="additive")
-    assert inspect.signature(additive).parameters.keys() == (
+    assert inspect.signature(additive).parameters.keys() == params.keys()
+    wrapped = att.make_flax_attention_fn(
+        jnp.ones((1, 2)),
+        jnp.zeros((1, 3), int),
+        form="additive",
+        attention_fn=nn.dot_product_attention,
+    )
+    assert inspect.signature(wrapped).parameters.keys() == (
         inspect.signature(nn.dot_product_attention).parameters.keys()
     )
 
