@@ -402,3 +402,11 @@ def test_float32_extremes(method):
         if t < 1e10:
             np.testing.assert_allclose(r, ranking.rank(x), atol=1e-3)
         assert np.all(np.isfinite(g)), (x, t, g)
+
+
+@pytest.mark.parametrize("method", RANK)
+def test_nan_propagates_to_the_list(method):
+    x = jnp.asarray([0.3, np.nan, 2.5, 1.0])
+    assert np.all(np.isnan(rank_fn(method)(x, 0.5)))
+    if method in PERMUTATION:
+        assert np.all(np.isnan(sort_fn(method)(x, 0.5)))

@@ -19,7 +19,14 @@ the body's inputs (the block's scores, O(block)) and recomputes the pairwise ter
 the backward pass, so forward *and* backward need O(n · block) memory while plain ``jvp``,
 ``vjp``, ``jacfwd``, ``jacrev``, ``vmap`` and higher derivatives all keep working (a
 ``custom_vjp`` would have ruled out forward mode). Short lists (one block covers every row) take
-the dense path: a single broadcast ``[..., n, n]`` evaluation without a scan.
+the dense path: a single broadcast ``[..., n, n]`` evaluation without a scan; with the default
+budget that is every single list up to n = 2048. The budget counts the batch the kernel sees;
+under ``vmap`` the kernel sees one list, so a vmapped batch of short lists is evaluated densely
+as a whole (call the op on the batched array to have the batch counted).
+
+Measured (CPU, float32, ``jit(value_and_grad)`` of ``sum(w * soft_rank(x))`` at n = 100,000):
+17.2 MiB of XLA temporaries (``compiled.memory_analysis()``) and 0.35-0.37 GiB peak resident memory
+for the whole Python process, for both methods.
 """
 
 from __future__ import annotations
