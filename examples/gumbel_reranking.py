@@ -75,13 +75,12 @@ class Config:
     reader_batch: int = 64
     reranker_steps: int = 500
     reranker_batch: int = 32
-    reranker_lr: float = 3e-3
-    temperature: float = 0.1
-    hard: bool = False
+    reranker_lr: float = 1e-2
+    temperature: float = 0.2
     chunks: int = 10
 
 
-QUICK = Config(n_train=1024, n_test=512, reader_steps=800, reranker_steps=200, chunks=4)
+QUICK = Config(n_train=1024, n_test=512, reader_steps=600, reranker_steps=150, chunks=3)
 
 
 # --------------------------------------------------------------------------------------------
@@ -252,7 +251,7 @@ TRAINED = METHODS[:-1]
 
 def reranker_loss(rr_params, rd_params, batch, key, method, cfg: Config, reranker, reader):
     scores = reranker.apply(rr_params, batch["question"], batch["docs"])
-    k, tau, hard = cfg.k, cfg.temperature, cfg.hard
+    k, tau = cfg.k, cfg.temperature
 
     def through_reader(_):
         # G-Rerank and its two variants: a relaxed top-k mask goes into the frozen reader's
@@ -260,13 +259,9 @@ def reranker_loss(rr_params, rd_params, batch, key, method, cfg: Config, reranke
         mask = jax.lax.switch(
             jnp.minimum(method, 2),
             [
-                lambda: gumbel_attention_mask(
-                    key, scores, k, temperature=tau, method="max", hard=hard
-                ),
-                lambda: gumbel_attention_mask(
-                    key, scores, k, temperature=tau, method="subset", hard=hard
-                ),
-                lambda: soft_topk_mask(scores, k, method="sigmoid", temperature=tau, hard=hard),
+                lambda: gumbel_attention_mask(key, scores, k, temperature=tau, method="max"),
+                lambda: gumbel_attention_mask(key, scores, k, temperature=tau, method="subset"),
+                lambda: soft_topk_mask(scores, k, method="sigmoid", temperature=tau),
             ],
         )
         return answer_nll(reader, rd_params, batch, mask).mean()
@@ -397,10 +392,9 @@ def pretrain_reader(cfg: Config, seed: int, bar=None):
     key = jax.random.key(seed)
     # Random document subsets, gold documents kept with probability 0.9: the reader learns to
     # use whatever it is given, including single documents (which EMDR² and PDist rely on).
-    rd_params = reader.init(
-        key, train["question"][:1], train["docs"][:1], jnp.ones((1, cfg.n_docs))
-    )
-    opt_state = programs["reader_opt"].init(rd_params)
+    init = jax.jit(lambda key, q, d: reader.init(key, q, d, jnp.ones((1, cfg.n_docs))))
+    rd_params = init(key, train["question"][:1], train["docs"][:1])  # jit: one compile, not many
+    opt_state = jax.jit(programs["reader_opt"].init)(rd_params)
     for chunk_key in jax.random.split(key, cfg.chunks):
         rd_params, opt_state, loss = programs["reader_chunk"](
             rd_params, opt_state, chunk_key, train
@@ -422,7 +416,7 @@ def train_rerankers(cfg, seed, train, rd_params, programs, methods=TRAINED, bar=
     for method in methods:
         m = TRAINED.index(method)
         params = rr_params0
-        opt_state = jax.vmap(programs["rr_opt"].init)(params)
+        opt_state = jax.jit(jax.vmap(programs["rr_opt"].init))(params)
         chunk_keys = jax.random.split(jax.random.fold_in(k_rr, m), (cfg.chunks, cfg.seeds))
         for chunk_key in chunk_keys:
             params, opt_state, loss = programs["rr_chunk"](
