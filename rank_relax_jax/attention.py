@@ -210,10 +210,11 @@ def attention_bias(
     it can be summed with other biases and a row with every document masked stays finite.
     Tokens with segment id ``-1`` get bias 0.
 
-    Give either ``doc_mask`` (then the bias is :math:`\log \max(M, \text{floor})`, with zero
-    gradient where :math:`M = 0`) or, better, ``log_doc_mask``, the sampler's log-space output
-    (max of log-softmaxes): it stays exact and differentiable where :math:`M` underflows to 0 in
-    linear space. ``-inf`` entries of ``log_doc_mask`` (never-selected documents) become the floor.
+    Give either ``doc_mask`` (then the bias is :math:`\log M` where :math:`M > 0` and the floor,
+    with zero gradient, where :math:`M = 0`) or, better, ``log_doc_mask``, the sampler's
+    log-space output (max of log-softmaxes): it stays exact and differentiable where :math:`M`
+    underflows to 0 in linear space. ``-inf`` entries of ``log_doc_mask`` (never-selected
+    documents) become the floor.
 
     In the additive form a document with :math:`M = 0` receives no gradient; use
     :func:`dma_attention` (multiplicative form) for hard or straight-through masks. Cost:
