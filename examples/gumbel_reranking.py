@@ -91,7 +91,7 @@ REL0 = N_ENT
 ATT0 = REL0 + N_REL
 VAL0 = ATT0 + N_ATT
 VOCAB = VAL0 + N_VAL
-DOC_LEN = 3
+MIN_DOCS = 14  # gold pair + up to 11 hard negatives + at least one random filler
 
 
 def _question(rng: np.random.Generator, r: int, a: int, n_docs: int):
@@ -132,6 +132,8 @@ def _question(rng: np.random.Generator, r: int, a: int, n_docs: int):
 
 def make_split(rng: np.random.Generator, n: int, n_docs: int, *, test: bool) -> dict:
     """``n`` questions; the test split uses the (relation, attribute) pairs training never has."""
+    if n_docs < MIN_DOCS:
+        raise ValueError(f"make_split: n_docs must be at least {MIN_DOCS}; got {n_docs}.")
     combos = [(r, a) for r in range(N_REL) for a in range(N_ATT) if ((r + a) % N_ATT == 0) == test]
     rows = [_question(rng, *combos[rng.integers(len(combos))], n_docs) for _ in range(n)]
     q, d, b, ad, v = zip(*rows, strict=True)
@@ -431,14 +433,16 @@ def train_rerankers(cfg, seed, train, rd_params, programs, methods=TRAINED, bar=
 
 def evaluate(cfg, seed, test, rd_params, programs, trained) -> dict[str, Any]:
     results: dict[str, Any] = {"k": cfg.k, "n_docs": cfg.n_docs, "seeds": cfg.seeds}
-    for method, params in trained.items():
-        metrics = programs["rr_evaluate"](params, rd_params, test)
+    for method in [m for m in METHODS if m in trained]:
+        metrics = programs["rr_evaluate"](trained[method], rd_params, test)
+        values = {name: np.asarray(metrics[name]) for name in METRICS}  # one value per seed
         results[method] = {
-            name: [float(np.mean(metrics[name])), float(np.std(metrics[name]))] for name in METRICS
+            name: [round(float(v.mean()), 4), round(float(v.std()), 4)]
+            for name, v in values.items()
         }
     key = jax.random.fold_in(jax.random.key(seed), 2)
     acc = programs["reader_report"](rd_params, test, key)
-    results["reader_accuracy"] = {name: float(v) for name, v in acc.items()}
+    results["reader_accuracy"] = {name: round(float(v), 4) for name, v in acc.items()}
     return results
 
 

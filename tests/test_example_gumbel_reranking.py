@@ -42,6 +42,7 @@ def quick_run(tmp_path_factory):
     return out, proc.stdout
 
 
+@pytest.mark.slow
 def test_results_json_layout(quick_run):
     out, _ = quick_run
     results = json.loads((out / "results.json").read_text())
@@ -57,6 +58,7 @@ def test_results_json_layout(quick_run):
     assert png.startswith(b"\x89PNG")
 
 
+@pytest.mark.slow
 def test_grerank_finds_bridge_documents(quick_run):
     out, stdout = quick_run
     results = json.loads((out / "results.json").read_text())
