@@ -1,0 +1,521 @@
+"""Soft rank, soft sort and sparse soft top-k as projections onto a permutahedron.
+
+Blondel, Teboul, Berthet & Djolonga, "Fast Differentiable Sorting and Ranking", ICML 2020: the
+soft rank and soft sort of ``x`` are (L2 or KL) projections onto the permutahedron, the convex
+hull of the permutations of a vector ``w``. Each projection is a sort followed by an isotonic
+regression under decreasing constraints,
+
+    L2:  iso(s, w) = argmin_{v1 >= ... >= vn} ½‖v - (s - w)‖²
+    KL:  iso(s, w) = argmin_{v1 >= ... >= vn} ⟨exp(s - v), 1⟩ + ⟨exp(w), v⟩
+
+and ``P(z, w) = z - iso(sorted↓(z), w)`` (un-permuted). Both are solved exactly by
+Pool-Adjacent-Violators (PAV): the solution is constant on contiguous blocks, with block value
+``mean(s - w)`` (L2) or ``logsumexp(s) - logsumexp(w)`` (KL). With the ``k``-hot vector as ``w``
+the permutahedron is the capped simplex {m ∈ [0, 1]ⁿ : Σm = k}, which gives the soft top-k mask
+(its L2 form is the sparse top-k of Sander, Puigcerver, Djolonga, Peyré & Blondel, ICML 2023).
+
+Forward values follow the reference implementation (google-research/fast-soft-sort,
+``numpy_ops.py``). Nothing here calls back to the host:
+
+* **PAV without a sequential loop.** The L2 solution is the slope sequence of the least concave
+  majorant of the cumulative sums of ``s - w``; the KL solution is the same construction on the
+  points ``(Σ exp(w), Σ exp(s))`` (a weighted L2 problem in disguise), carried out in log space.
+  We build the majorant by divide and conquer: every row is padded to a power of two, and at level
+  ``L`` all adjacent pairs of solved segments of length ``2^L`` (of every row of the batch at once)
+  are merged. Merging two solved segments pools one suffix of the left one with one prefix of the
+  right one (the "bridge" of the two hulls); the bridge is found by a nested search with a
+  16-ary digit search on each side, using suffix/prefix statistics of the segments that are
+  updated in O(n) per level. Depth O(log² n / 16), work O(n log n).
+* **O(n) derivatives.** The Jacobian of PAV is block-constant: block means for L2, block softmax
+  weights for KL (Blondel et al., Sec. 4). :func:`_proj_l2` and :func:`_proj_kl` carry a
+  ``jax.custom_jvp`` whose tangent is one scatter-add and one gather over the blocks; JAX
+  transposes it for reverse mode, so no ``n × n`` matrix exists anywhere.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+
+import jax
+import jax.numpy as jnp
+
+from rank_relax_jax import _axis
+
+# Digits per step of the bridge searches: a 2**_BITS-ary search needs ceil(L / _BITS) steps on a
+# segment of length 2**L, each evaluating 2**_BITS candidates per side in parallel.
+_BITS = 2
+# Length of the chunks that the sequential stack machine solves before the hull merges.
+_CHUNK = 256
+
+REGULARIZATIONS = ("l2", "kl")
+
+
+# ----------------------------------------------------------------------------------------------
+# Block statistics. L2 pools (sum, count) and a block's value is sum / count; KL pools
+# (logsumexp(s), logsumexp(w)) and a block's value is their difference.
+
+
+def _combine(kind, a, b):
+    if kind == "l2":
+        return (a[0] + b[0], a[1] + b[1])
+    return (jnp.logaddexp(a[0], b[0]), jnp.logaddexp(a[1], b[1]))
+
+
+def _value(kind, st):
+    if kind == "l2":
+        return st[0] / st[1]
+    return st[0] - st[1]
+
+
+def _take(arrays, idx):
+    return tuple(jnp.take(a, idx, mode="clip") for a in arrays)
+
+
+def _last_true(pred, nbits, prefix_shape, limit):
+    """Largest offset in ``[0, min(2**nbits, limit))`` where a monotone predicate holds.
+
+    ``pred(offsets)`` maps an int32 array of shape ``prefix_shape + (K,)`` to booleans; it must
+    be true at offset 0 and true-then-false along the offsets. A ``2**_BITS``-ary digit search in
+    a ``fori_loop`` (one compiled body whatever ``nbits``).
+    """
+    steps = -(-nbits // _BITS)
+    lanes = jnp.arange(1 << _BITS, dtype=jnp.int32)
+
+    def body(step, off):
+        weight = jnp.left_shift(1, _BITS * (steps - 1 - step)).astype(jnp.int32)
+        cand = off[..., None] + (lanes * weight).reshape((1,) * off.ndim + lanes.shape)
+        ok = pred(jnp.minimum(cand, limit - 1)) & (cand < limit)
+        # The predicate is a prefix of trues, so its count locates the last true candidate.
+        count = jnp.sum(ok, axis=-1, dtype=jnp.int32)
+        return off + jnp.maximum(count - 1, 0) * weight
+
+    off = jnp.zeros(prefix_shape, jnp.int32)
+    if steps == 0:
+        return off
+    return jax.lax.fori_loop(0, steps, body, off)
+
+
+def _chunk_pav(kind, elem, chunk):
+    """Sequential PAV on ``[G, chunk]`` rows, vectorized over the ``G`` rows.
+
+    A stack machine: each of the ``2 * chunk - 1`` steps either pools the two top blocks of a
+    row's stack (when they violate the order) or pushes the row's next entry.
+
+    Returns:
+      ``(start, end, block)``: per entry, the local start and end (exclusive) of its block and
+      the block's pooled statistics.
+    """
+    g = elem[0].shape[0]
+    rows = jnp.arange(g)
+
+    def body(_, carry):
+        stack, sstart, top, nxt = carry
+        below, at = jnp.maximum(top - 1, 0), jnp.maximum(top, 0)
+        a = tuple(s[rows, below] for s in stack)
+        b = tuple(s[rows, at] for s in stack)
+        pool = (top >= 1) & (_value(kind, a) <= _value(kind, b))
+        push = ~pool & (nxt < chunk)
+        e = tuple(x[rows, jnp.minimum(nxt, chunk - 1)] for x in elem)
+        pooled = _combine(kind, a, b)
+        where_ = jnp.where(pool, below, jnp.where(push, top + 1, at))
+        stack = tuple(
+            s.at[rows, where_].set(jnp.where(pool, p, jnp.where(push, x, y)))
+            for s, p, x, y in zip(stack, pooled, e, b, strict=True)
+        )
+        sstart = sstart.at[rows, where_].set(jnp.where(push, nxt, sstart[rows, where_]))
+        top = top - pool.astype(jnp.int32) + push.astype(jnp.int32)
+        return stack, sstart, top, nxt + push.astype(jnp.int32)
+
+    init = (
+        tuple(jnp.zeros_like(x) for x in elem),
+        jnp.zeros((g, chunk), jnp.int32),
+        jnp.full((g,), -1, jnp.int32),
+        jnp.zeros((g,), jnp.int32),
+    )
+    stack, sstart, top, _ = jax.lax.fori_loop(0, 2 * chunk - 1, body, init)
+    slots = jnp.arange(chunk, dtype=jnp.int32)
+    live = slots[None, :] <= top[:, None]
+    marks = jnp.zeros((g, chunk + 1), jnp.int32)
+    marks = marks.at[rows[:, None], jnp.where(live, sstart, chunk)].set(1)[:, :chunk]
+    index = jnp.cumsum(marks, axis=-1, dtype=jnp.int32) - 1
+    block = tuple(jnp.take_along_axis(s, index, axis=-1) for s in stack)
+    start = jnp.take_along_axis(sstart, index, axis=-1)
+    after = jnp.minimum(index + 1, chunk - 1)
+    end = jnp.where(index + 1 <= top[:, None], jnp.take_along_axis(sstart, after, axis=-1), chunk)
+    return start, end, block
+
+
+# Jitted (with the static options) so that eager calls reuse one compilation instead of
+# re-tracing the loops; under an outer jit it is inlined.
+@functools.partial(jax.jit, static_argnums=(0, 3))
+def _pav(kind, stats, valid, chunk=None):
+    """Exact decreasing isotonic regression of every row: PAV on chunks, then hull merges.
+
+    Args:
+      kind: ``"l2"`` (stats ``(y, 1)``) or ``"kl"`` (stats ``(s, w)``).
+      stats: Pair of ``[R, n]`` arrays of per-element statistics.
+      valid: ``[R, n]`` boolean, True on a prefix of each row (padding sorted last), or None.
+      chunk: Length of the chunks solved by the sequential stack machine (a power of two).
+
+    Returns:
+      ``(start, block)``: ``[R, n]`` int32 flat index (row * N + position, with ``N`` the
+      row length padded to a power of two) of the first entry of the block holding each entry,
+      and the pooled statistics of that block.
+    """
+    r, n = stats[0].shape
+    levels = math.ceil(math.log2(n)) if n > 1 else 0
+    big_n = 1 << levels
+    dtype = stats[0].dtype
+    # Padding (masked entries and the power-of-two tail) gets a value below every pooled value
+    # of the valid entries, so it never pools with them (a block pools with its right neighbour
+    # only when the neighbour's value is at least its own).
+    elem = _value(kind, stats)
+    if valid is None:
+        valid = jnp.ones((r, n), bool)
+    lowest = jnp.min(jnp.where(valid, elem, jnp.inf), axis=-1, keepdims=True)
+    lowest = jnp.where(jnp.isfinite(lowest), lowest, jnp.zeros((), dtype)) - 1
+    if kind == "l2":
+        pad = (lowest, jnp.ones((r, 1), dtype))
+    else:
+        pad = (lowest, jnp.zeros((r, 1), dtype))
+    st = tuple(jnp.where(valid, a, p) for a, p in zip(stats, pad, strict=True))
+    if big_n > n:
+        st = tuple(
+            jnp.concatenate([a, jnp.broadcast_to(p, (r, big_n - n))], axis=-1)
+            for a, p in zip(st, pad, strict=True)
+        )
+    total = r * big_n
+    if chunk is None:
+        chunk = _CHUNK
+    chunk = min(chunk, big_n)
+    base_level = chunk.bit_length() - 1
+    groups = total // chunk
+    elem = tuple(a.reshape(groups, chunk) for a in st)
+    start, end, block = _chunk_pav(kind, elem, chunk)
+    offset = (jnp.arange(groups, dtype=jnp.int32) * chunk)[:, None]
+    start = (start + offset).reshape(total)
+    end = (end + offset).reshape(total)
+    block = tuple(a.reshape(total) for a in block)
+    if kind == "l2":
+        pre = tuple(jax.lax.cumsum(a, axis=1).reshape(total) for a in elem)
+        suf = tuple(jax.lax.cumsum(a, axis=1, reverse=True).reshape(total) for a in elem)
+    else:
+        pre = tuple(jax.lax.cumlogsumexp(a, axis=1).reshape(total) for a in elem)
+        suf = tuple(jax.lax.cumlogsumexp(a, axis=1, reverse=True).reshape(total) for a in elem)
+
+    if levels > base_level:
+        pos = jnp.arange(total, dtype=jnp.int32)
+        pairs = total // (2 * chunk)
+        q = jnp.arange(pairs, dtype=jnp.int32)
+        nbits = levels - 1
+
+        def level_body(level, carry):
+            start, end, block, suf, pre = carry
+            h = jnp.left_shift(1, level).astype(jnp.int32)
+            real = q < total // (2 * h)
+            start_a = jnp.where(real, q * 2 * h, 0)
+            start_b = start_a + h
+            end_b = start_a + 2 * h
+            merge = real & (
+                _value(kind, _take(block, start_b - 1)) <= _value(kind, _take(block, start_b))
+            )
+
+            def tangent(qe, pooled_b):
+                # For each candidate right end ``qe`` of the pool, its left end: the last block
+                # start ``p`` in the left segment whose left neighbour stays above the value of
+                # the pool [p, qe).
+                sa = jnp.broadcast_to(start_a.reshape((pairs,) + (1,) * (qe.ndim - 1)), qe.shape)
+
+                def pred(off):
+                    p = jnp.take(start, sa[..., None] + off, mode="clip")
+                    pooled = _combine(kind, _take(suf, p), tuple(b[..., None] for b in pooled_b))
+                    left = _value(kind, _take(block, p - 1))
+                    return (p <= sa[..., None]) | (left > _value(kind, pooled))
+
+                off = _last_true(pred, nbits, qe.shape, h)
+                p = jnp.take(start, sa + off, mode="clip")
+                return p, _combine(kind, _take(suf, p), pooled_b)
+
+            def bridge(off):
+                eb = end_b[:, None]
+                qe = jnp.take(end, eb - 1 - off, mode="clip")
+                _, pooled = tangent(qe, _take(pre, qe - 1))
+                right = _value(kind, _take(block, qe))
+                return (qe >= eb) | (right < _value(kind, pooled))
+
+            off = _last_true(bridge, nbits, (pairs,), h)
+            qe = jnp.take(end, end_b - 1 - off, mode="clip")
+            p, pooled = tangent(qe, _take(pre, qe - 1))
+
+            pair = pos // (2 * h)
+            sel = (
+                jnp.take(merge, pair, mode="clip")
+                & (pos >= jnp.take(p, pair, mode="clip"))
+                & (pos < jnp.take(qe, pair, mode="clip"))
+            )
+            start = jnp.where(sel, jnp.take(p, pair, mode="clip"), start)
+            end = jnp.where(sel, jnp.take(qe, pair, mode="clip"), end)
+            block = tuple(
+                jnp.where(sel, jnp.take(c, pair, mode="clip"), a)
+                for a, c in zip(block, pooled, strict=True)
+            )
+            # Suffix statistics of the left half now run to the end of the merged segment,
+            # prefix statistics of the right half start at its beginning.
+            mid = pair * 2 * h + h
+            left = pos < mid
+            suf = tuple(
+                jnp.where(left, c, a)
+                for a, c in zip(suf, _combine(kind, suf, _take(suf, mid)), strict=True)
+            )
+            pre = tuple(
+                jnp.where(left, a, c)
+                for a, c in zip(pre, _combine(kind, pre, _take(pre, mid - 1)), strict=True)
+            )
+            return start, end, block, suf, pre
+
+        start, end, block, suf, pre = jax.lax.fori_loop(
+            base_level, levels, level_body, (start, end, block, suf, pre)
+        )
+
+    start = start.reshape(r, big_n)[:, :n]
+    block = tuple(a.reshape(r, big_n)[:, :n] for a in block)
+    return start, block
+
+
+def _padded_len(n):
+    return 1 << (math.ceil(math.log2(n)) if n > 1 else 0)
+
+
+def _flat(a):
+    return a.reshape(-1)
+
+
+def _segment_sum(values, start, size):
+    """Sums ``values`` over blocks (``start``: flat block-start index) and spreads them back."""
+    flat_start = _flat(start)
+    sums = jnp.zeros((size,), values.dtype).at[flat_start].add(_flat(values))
+    return jnp.take(sums, flat_start, mode="clip").reshape(values.shape)
+
+
+def _rowwise(fn):
+    """Runs a ``[R, n]`` kernel on ``[..., n]`` arrays."""
+
+    @functools.wraps(fn)
+    def wrapped(*arrays):
+        shape = arrays[0].shape
+        n = shape[-1]
+        out = fn(*(a.reshape(-1, n) for a in arrays))
+        return jax.tree.map(lambda o: o.reshape(shape), out)
+
+    return wrapped
+
+
+# ----------------------------------------------------------------------------------------------
+# Projections in sorted order, with custom derivatives.
+
+
+def _l2_parts(s, w, valid):
+    """PAV blocks of ``iso(s, w)`` (L2) and the block means of ``s`` and ``w``."""
+    y = jax.lax.stop_gradient(s - w)
+    r, n = s.shape
+    start, _ = _pav("l2", (y, jnp.ones_like(y)), valid)
+    big_n = _padded_len(n)
+    size = r * big_n
+    count = _segment_sum(jnp.ones_like(s), start, size)
+    return start, count, size
+
+
+def _l2_out(s, w, start, count, size):
+    # (s_i - c) - mean_B(s - c) + mean_B(w) with c the block's first s: the value of
+    # s - mean_B(s - w), without cancelling large numbers, and exact (0 + mean_B(w)) on ties.
+    r, n = s.shape
+    big_n = size // r
+    local = (start // big_n) * n + start % big_n
+    c = jnp.take(_flat(s), _flat(local), mode="clip").reshape(s.shape)
+    d = s - c
+    return d - _segment_sum(d, start, size) / count + _segment_sum(w, start, size) / count
+
+
+@jax.custom_jvp
+def _proj_l2(s, w, valid):
+    """``s - iso_l2(s, w)`` for ``[R, n]`` rows sorted in decreasing order of ``s``."""
+    return _l2_out(s, w, *_l2_parts(s, w, valid))
+
+
+@_proj_l2.defjvp
+def _proj_l2_jvp(primals, tangents):
+    s, w, valid = primals
+    ds, dw, _ = tangents
+    start, count, size = _l2_parts(s, w, valid)
+    out = _l2_out(s, w, start, count, size)
+    dout = ds - _segment_sum(ds, start, size) / count + _segment_sum(dw, start, size) / count
+    return out, dout
+
+
+def _kl_parts(s, w, valid):
+    r, n = s.shape
+    start, (lse_s, lse_w) = _pav("kl", (jax.lax.stop_gradient(s), jax.lax.stop_gradient(w)), valid)
+    big_n = _padded_len(n)
+    return start, lse_s, lse_w, r * big_n
+
+
+@jax.custom_jvp
+def _proj_kl(s, w, valid):
+    """``s - iso_kl(s, w)`` for ``[R, n]`` rows sorted in decreasing order of ``s - w``."""
+    _, lse_s, lse_w, _ = _kl_parts(s, w, valid)
+    return (s - lse_s) + lse_w
+
+
+@_proj_kl.defjvp
+def _proj_kl_jvp(primals, tangents):
+    s, w, valid = primals
+    ds, dw, _ = tangents
+    start, lse_s, lse_w, size = _kl_parts(s, w, valid)
+    out = (s - lse_s) + lse_w
+    # Block softmax weights; exponents are <= 0 by construction (no overflow at small ε).
+    p_s = jnp.exp(jnp.minimum(s - lse_s, 0))
+    p_w = jnp.exp(jnp.minimum(w - lse_w, 0))
+    dout = ds - _segment_sum(p_s * ds, start, size) + _segment_sum(p_w * dw, start, size)
+    return out, dout
+
+
+def _check_regularization(regularization):
+    if regularization not in REGULARIZATIONS:
+        raise ValueError(
+            f"isotonic: argument `regularization` must be one of {REGULARIZATIONS}; got "
+            f"{regularization!r}."
+        )
+
+
+def _sorted_frame(z, mask):
+    """Permutation sorting ``z`` in decreasing order with padding last, and the sorted values."""
+    perm = _axis.argsort_valid(jax.lax.stop_gradient(z), mask, descending=True)
+    return perm, jnp.take_along_axis(z, perm, axis=-1)
+
+
+def _valid_sorted(mask, perm):
+    if mask is None:
+        return None
+    return jnp.take_along_axis(mask, perm, axis=-1)
+
+
+def _positions(x, mask):
+    """``ρ`` in sorted order: (m, m - 1, ..., 1) on the m valid slots, then 1s (unused)."""
+    n = x.shape[-1]
+    m = n if mask is None else jnp.sum(mask, axis=-1, keepdims=True, dtype=jnp.int32)
+    rho = m - jnp.broadcast_to(jnp.arange(n, dtype=jnp.int32), x.shape)
+    return jnp.broadcast_to(jnp.maximum(rho, 1).astype(x.dtype), x.shape)
+
+
+# ----------------------------------------------------------------------------------------------
+# Kernels (contract in rank_relax_jax/methods/__init__.py).
+
+
+@functools.partial(jax.jit, static_argnames=("descending", "regularization"))
+def isotonic_rank(x, mask, temperature, *, descending, regularization="l2"):
+    r"""Soft ranks as the projection of :math:`\pm x/\varepsilon` onto the permutahedron.
+
+    L2: :math:`P(a x/\varepsilon, \rho)`; KL: :math:`\exp P(a x/\varepsilon, \log\rho)` with
+    :math:`\rho = (n, \dots, 1)`, :math:`a = \pm 1`. O(n log n) time, O(n) memory; O(n) JVP/VJP.
+
+    Args:
+      x: ``[..., n]`` scores (padding already 0).
+      mask: ``[..., n]`` boolean validity mask or None.
+      temperature: Scalar :math:`\varepsilon > 0`.
+      descending: If True, rank 1 is the largest value.
+      regularization: ``"l2"`` or ``"kl"``.
+
+    Returns:
+      ``[..., n]`` soft ranks in ``[1, m]``.
+    """
+    _check_regularization(regularization)
+    sign = -1 if descending else 1
+    theta = (sign * x) / temperature
+    perm, s = _sorted_frame(theta, mask)
+    valid = _valid_sorted(mask, perm)
+    rho = _positions(x, mask)
+    if regularization == "l2":
+        out = _rowwise(lambda a, b: _proj_l2(a, b, _rows(valid, a)))(s, rho)
+    else:
+        out = jnp.exp(_rowwise(lambda a, b: _proj_kl(a, b, _rows(valid, a)))(s, jnp.log(rho)))
+    return _axis.unsort(perm, out)
+
+
+def _rows(valid, like):
+    return None if valid is None else valid.reshape(like.shape)
+
+
+@functools.partial(jax.jit, static_argnames=("descending", "regularization"))
+def isotonic_sort(x, mask, temperature, *, descending, regularization="l2"):
+    r"""Soft sort: :math:`d\,(\rho/\varepsilon - \mathrm{iso}(\rho/\varepsilon, \mathrm{sorted}_\downarrow(d x)))`.
+
+    With :math:`d = +1` for descending and :math:`-1` for ascending order. The ``m`` valid
+    values fill the first ``m`` slots. O(n log n) time, O(n) memory; O(n) JVP/VJP.
+
+    Args:
+      x: ``[..., n]`` values (padding already 0).
+      mask: ``[..., n]`` boolean validity mask or None.
+      temperature: Scalar :math:`\varepsilon > 0`.
+      descending: If True, sort from largest to smallest.
+      regularization: ``"l2"`` or ``"kl"``.
+
+    Returns:
+      ``[..., n]`` soft-sorted values.
+    """  # noqa: E501
+    _check_regularization(regularization)
+    sign = 1 if descending else -1
+    perm, w = _sorted_frame(sign * x, mask)
+    valid = _valid_sorted(mask, perm)
+    r = _positions(x, mask) / temperature
+    proj = _proj_l2 if regularization == "l2" else _proj_kl
+    out = _rowwise(lambda a, b: proj(a, b, _rows(valid, a)))(r, w)
+    return sign * out
+
+
+@functools.partial(jax.jit, static_argnames=("k", "regularization"))
+def isotonic_topk_mask(x, mask, k, temperature, *, regularization="l2"):
+    r"""Soft top-k mask: projection of :math:`x/\varepsilon` onto the capped simplex.
+
+    The capped simplex :math:`\{m \in [0,1]^n : \sum_i m_i = k\}` is the permutahedron of the
+    k-hot vector :math:`w = (1, \dots, 1, 0, \dots, 0)`, so the mask is
+    :math:`P(x/\varepsilon, w)` with the same PAV machinery as :func:`isotonic_rank`.
+
+    * L2: :math:`m = \mathrm{clip}(x/\varepsilon - \tau, 0, 1)` with :math:`\tau` such that the
+      sum is ``k``: exact 0s and 1s away from the threshold (Sander et al. 2023).
+    * KL: the KL (Bregman) projection of :math:`e^{x/\varepsilon}` onto the capped simplex,
+      :math:`m_i = \min(1, e^{x_i/\varepsilon - \tau})`, i.e. :math:`\exp P(x/\varepsilon,
+      \log w)` with :math:`\log 0 = -\infty`: the entries below the threshold share the
+      remaining mass in proportion to :math:`e^{x_i/\varepsilon}`; every entry is positive.
+
+    Lists with ``m <= k`` valid entries select every valid entry (all 1s).
+
+    Args:
+      x: ``[..., n]`` scores (padding already 0).
+      mask: ``[..., n]`` boolean validity mask or None.
+      k: Static number of entries to select.
+      temperature: Scalar :math:`\varepsilon > 0`.
+      regularization: ``"l2"`` or ``"kl"``.
+
+    Returns:
+      ``[..., n]`` mask in ``[0, 1]`` that sums to ``min(k, m)`` over the valid entries.
+    """
+    _check_regularization(regularization)
+    theta = x / temperature
+    perm, s = _sorted_frame(theta, mask)
+    valid = _valid_sorted(mask, perm)
+    n = x.shape[-1]
+    hot = jnp.broadcast_to(jnp.arange(n) < k, x.shape)
+    if regularization == "l2":
+        w = hot.astype(x.dtype)
+        out = _rowwise(lambda a, b: _proj_l2(a, b, _rows(valid, a)))(s, w)
+        out = jnp.where(out < 0, jnp.zeros((), x.dtype), jnp.where(out > 1, 1, out))
+    else:
+        log0 = jnp.asarray(jnp.finfo(x.dtype).min / 4, x.dtype)
+        w = jnp.where(hot, jnp.zeros((), x.dtype), log0)
+        out = jnp.exp(_rowwise(lambda a, b: _proj_kl(a, b, _rows(valid, a)))(s, w))
+        out = jnp.where(out > 1, jnp.ones((), x.dtype), out)
+    if mask is not None:
+        few = jnp.sum(mask, axis=-1, keepdims=True) <= k
+        out = jnp.where(few, jnp.ones((), x.dtype), out)
+    return _axis.unsort(perm, out)

@@ -1,0 +1,384 @@
+"""Tests of the isotonic (permutahedron projection) soft rank, soft sort and soft top-k mask.
+
+The reference below is a plain NumPy transcription of the paper's algorithms (Blondel et al.
+2020, Sec. 4 and Appendix): stack-based Pool-Adjacent-Violators for the L2 and KL isotonic
+problems and the projection formulas of soft rank and soft sort, written independently of the
+library's parallel solver.
+"""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax.test_util import check_grads
+
+from rank_relax_jax.methods import isotonic
+from rank_relax_jax.ranking import soft_rank, soft_sort
+from rank_relax_jax.topk import soft_topk_mask, topk_mask
+
+# ----------------------------------------------------------------------------------------------
+# NumPy reference.
+
+
+def ref_pav(kind, a, b):
+    """argmin over v_1 >= ... >= v_n; L2: ½‖v - (a - b)‖², KL: <exp(a - v), 1> + <exp(b), v>."""
+    blocks = []  # [stat_a, stat_b, size]
+    for ai, bi in zip(a, b, strict=True):
+        blocks.append([ai - bi, 1.0, 1] if kind == "l2" else [ai, bi, 1])
+        while len(blocks) > 1:
+            (a1, b1, c1), (a2, b2, c2) = blocks[-2], blocks[-1]
+            v1 = a1 / b1 if kind == "l2" else a1 - b1
+            v2 = a2 / b2 if kind == "l2" else a2 - b2
+            if v1 > v2:
+                break
+            if kind == "l2":
+                blocks[-2:] = [[a1 + a2, b1 + b2, c1 + c2]]
+            else:
+                blocks[-2:] = [[np.logaddexp(a1, a2), np.logaddexp(b1, b2), c1 + c2]]
+    out = []
+    for sa, sb, c in blocks:
+        out += [sa / sb if kind == "l2" else sa - sb] * c
+    return np.array(out, dtype=np.float64)
+
+
+def ref_soft_rank(x, eps, kind, descending):
+    n = len(x)
+    theta = (-1.0 if descending else 1.0) * np.asarray(x, np.float64) / eps
+    perm = np.argsort(-theta, kind="stable")
+    s = theta[perm]
+    rho = np.arange(n, 0, -1, dtype=np.float64)
+    if kind == "l2":
+        proj = s - ref_pav("l2", s, rho)
+    else:
+        proj = np.exp(s - ref_pav("kl", s, np.log(rho)))
+    out = np.empty(n)
+    out[perm] = proj
+    return out
+
+
+def ref_soft_sort(x, eps, kind, descending):
+    n = len(x)
+    d = 1.0 if descending else -1.0
+    w = -np.sort(-d * np.asarray(x, np.float64))
+    r = np.arange(n, 0, -1, dtype=np.float64) / eps
+    if kind == "l2":
+        return d * (r - ref_pav("l2", r, w))
+    return d * (r - ref_pav("kl", r, w))
+
+
+# ----------------------------------------------------------------------------------------------
+# Forward values against the reference.
+
+SIZES = (1, 2, 7, 100, 1000)
+EPSILONS = np.array([0.01, 0.1, 1.0, 10.0])
+
+
+def _ragged(seed, ties):
+    """A [len(SIZES), 1000] batch whose row i holds SIZES[i] valid entries, then padding."""
+    rng = np.random.default_rng(seed)
+    n = max(SIZES)
+    x = rng.normal(size=(len(SIZES), n)) * 2
+    if ties:
+        x = np.round(x * 2) / 2  # many exact ties
+    where = np.arange(n)[None, :] < np.array(SIZES)[:, None]
+    return x, where
+
+
+@functools.cache
+def _batched(op, regularization, descending):
+    fn = soft_rank if op == "rank" else soft_sort
+
+    def one(x, where, t):
+        return fn(
+            x, temperature=t, where=where, descending=descending, regularization=regularization
+        )
+
+    return jax.jit(jax.vmap(one, in_axes=(None, None, 0)))
+
+
+@pytest.mark.parametrize("regularization", ["l2", "kl"])
+@pytest.mark.parametrize("op", ["rank", "sort"])
+@pytest.mark.parametrize(("descending", "ties"), [(False, False), (True, True)])
+def test_matches_reference(op, regularization, descending, ties):
+    x, where = _ragged(0 if ties else 1, ties)
+    out = np.asarray(_batched(op, regularization, descending)(x, where, EPSILONS))
+    ref_fn = ref_soft_rank if op == "rank" else ref_soft_sort
+    for e, eps in enumerate(EPSILONS):
+        for i, n in enumerate(SIZES):
+            ref = ref_fn(x[i, :n], eps, regularization, descending)
+            got = out[e, i, :n]
+            scale = max(1.0, np.abs(ref).max())
+            np.testing.assert_allclose(got, ref, rtol=0, atol=1e-6 * scale, err_msg=f"{n=} {eps=}")
+            np.testing.assert_array_equal(out[e, i, n:], 0.0)
+
+
+@pytest.mark.parametrize("regularization", ["l2", "kl"])
+def test_unmasked_matches_reference_and_descending_flag(regularization):
+    x = np.random.default_rng(2).normal(size=(3, 7))
+    for descending in (False, True):
+        got = soft_rank(x, temperature=0.3, regularization=regularization, descending=descending)
+        for row, g in zip(x, np.asarray(got), strict=True):
+            ref = ref_soft_rank(row, 0.3, regularization, descending)
+            np.testing.assert_allclose(g, ref, atol=1e-9)
+        got = soft_sort(x, temperature=0.3, regularization=regularization, descending=descending)
+        for row, g in zip(x, np.asarray(got), strict=True):
+            np.testing.assert_allclose(
+                g, ref_soft_sort(row, 0.3, regularization, descending), atol=1e-9
+            )
+
+
+def test_solver_chunks_and_merges_agree_with_reference():
+    # Small chunks force the divide-and-conquer hull merges at every level.
+    rng = np.random.default_rng(3)
+    n = 37
+    solve = jax.jit(isotonic._pav, static_argnums=(0, 3))
+    y = rng.normal(size=(4, n)) * 3 + np.arange(n)[::-1] * rng.uniform(0, 1, size=(4, 1))
+    y[1] = np.round(y[1])
+    for chunk in (1, 4):
+        _, (b0, b1) = solve("l2", (jnp.asarray(y), jnp.ones_like(y)), None, chunk)
+        ref = np.stack([ref_pav("l2", row, np.zeros(n)) for row in y])
+        np.testing.assert_allclose(np.asarray(b0 / b1), ref, atol=1e-9)
+    s = -np.sort(-rng.normal(size=(4, n)) * 4, axis=-1)
+    w = np.broadcast_to(np.log(np.arange(n, 0, -1.0)), s.shape)
+    _, (l0, l1) = solve("kl", (jnp.asarray(s), jnp.asarray(w)), None, 2)
+    ref = np.stack([ref_pav("kl", a, b) for a, b in zip(s, w, strict=True)])
+    np.testing.assert_allclose(np.asarray(l0 - l1), ref, atol=1e-9)
+
+
+@pytest.mark.parametrize("regularization", ["l2", "kl"])
+def test_rank_properties(regularization):
+    x = jnp.asarray(np.random.default_rng(4).normal(size=(4, 30)))
+    r = soft_rank(x, temperature=0.5, regularization=regularization)
+    # A projection onto the permutahedron keeps the sum of the ranks.
+    np.testing.assert_allclose(jnp.sum(r, -1), 30 * 31 / 2, rtol=1e-9)
+    # Ties give equal outputs.
+    xt = jnp.array([0.5, -1.0, 0.5, 2.0, 0.5])
+    rt = soft_rank(xt, temperature=0.01, regularization=regularization)
+    assert rt[0] == rt[2] == rt[4]
+    np.testing.assert_allclose(rt, [3.0, 1.0, 3.0, 5.0, 3.0], atol=1e-6)
+    # Hard limit.
+    np.testing.assert_allclose(
+        soft_rank(x, temperature=1e-9, regularization=regularization),
+        jnp.argsort(jnp.argsort(x, axis=-1), axis=-1) + 1.0,
+        atol=1e-6,
+    )
+    # Soft sort is monotone and tends to the sort.
+    s = soft_sort(x, temperature=0.5, regularization=regularization)
+    assert bool(jnp.all(jnp.diff(s, axis=-1) >= -1e-12))
+    np.testing.assert_allclose(
+        soft_sort(x, temperature=1e-5, regularization=regularization),
+        jnp.sort(x, axis=-1),
+        atol=1e-6,
+    )
+
+
+# ----------------------------------------------------------------------------------------------
+# Padding.
+
+
+@pytest.mark.parametrize("regularization", ["l2", "kl"])
+@pytest.mark.parametrize("op", ["rank", "sort", "topk"])
+def test_padding(op, regularization):
+    rng = np.random.default_rng(5)
+    x = jnp.asarray(rng.normal(size=(3, 9)))
+    where = jnp.asarray(np.array([[1] * 9, [1, 0, 1, 1, 0, 1, 1, 1, 0], [0] * 9], bool))
+
+    def f(x, where):
+        if op == "topk":
+            return soft_topk_mask(x, 3, temperature=0.4, where=where, regularization=regularization)
+        fn = soft_rank if op == "rank" else soft_sort
+        return fn(x, temperature=0.4, where=where, regularization=regularization)
+
+    out = f(x, where)
+    keep = np.asarray(where[1])
+    filtered = f(x[1][keep], None)
+    if op == "sort":
+        np.testing.assert_allclose(out[1, : keep.sum()], filtered, atol=1e-12)
+        np.testing.assert_array_equal(out[1, keep.sum() :], 0.0)
+    else:
+        np.testing.assert_allclose(out[1][keep], filtered, atol=1e-12)
+        np.testing.assert_array_equal(out[1][~keep], 0.0)
+    assert bool(jnp.all(jnp.isfinite(out)))
+    np.testing.assert_array_equal(out[2], 0.0)
+    # Padding (and fully masked rows) get exactly zero gradient; padding values do not matter.
+    wts = jnp.asarray(rng.normal(size=(3, 9)))
+    g = jax.grad(lambda x: jnp.sum(f(x, where) * wts))(x)
+    assert bool(jnp.all(jnp.isfinite(g)))
+    np.testing.assert_array_equal(g[~where], 0.0)
+    x_junk = x.at[~where].set(1e30)
+    np.testing.assert_array_equal(f(x_junk, where), out)
+
+
+# ----------------------------------------------------------------------------------------------
+# Top-k masks.
+
+
+@pytest.mark.parametrize("k", [1, 3, 10])
+def test_topk_sums_to_k_and_l2_is_sparse(k):
+    x = jnp.asarray(np.random.default_rng(6).normal(size=(5, 20)))
+    for regularization in ("l2", "kl"):
+        for t in (0.05, 0.5, 5.0):
+            m = soft_topk_mask(x, k, temperature=t, regularization=regularization)
+            np.testing.assert_allclose(jnp.sum(m, -1), k, atol=1e-5)
+            assert bool(jnp.all((m >= 0) & (m <= 1)))
+    m = soft_topk_mask(x, k, temperature=0.5, regularization="l2")
+    # L2: the mask is clip(x/ε - τ, 0, 1); entries whose x is below the threshold are exact 0s.
+    hard = topk_mask(x, k)
+    assert int(jnp.sum(m == 0.0)) >= x.shape[0] * (20 - k) // 2
+    assert bool(jnp.all(jnp.where(m == 0, hard == 0, True)))
+    # KL: every entry is positive, the selected ones tend to be capped at 1.
+    mk = soft_topk_mask(x, k, temperature=0.5, regularization="kl")
+    assert bool(jnp.all(mk > 0))
+
+
+def test_topk_closed_forms():
+    x = jnp.asarray(np.random.default_rng(7).normal(size=(12,)))
+    k, t = 4, 0.7
+    m = soft_topk_mask(x, k, temperature=t, regularization="l2")
+    # τ from the mask itself: on fractional entries m = x/t - τ.
+    frac = (m > 0) & (m < 1)
+    tau = jnp.mean(jnp.where(frac, x / t - m, 0)) * 12 / jnp.sum(frac)
+    np.testing.assert_allclose(m, jnp.clip(x / t - tau, 0, 1), atol=1e-9)
+    mk = soft_topk_mask(x, k, temperature=t, regularization="kl")
+    unc = mk < 1
+    tau = jnp.log(jnp.sum(jnp.where(unc, jnp.exp(x / t), 0)) / (k - jnp.sum(~unc)))
+    np.testing.assert_allclose(mk, jnp.minimum(1, jnp.exp(x / t - tau)), atol=1e-9)
+
+
+@pytest.mark.parametrize("regularization", ["l2", "kl"])
+def test_topk_hard_limit_and_few_valid(regularization):
+    x = jnp.asarray(np.random.default_rng(8).normal(size=(4, 15)))
+    m = soft_topk_mask(x, 5, temperature=1e-4, regularization=regularization)
+    np.testing.assert_allclose(m, topk_mask(x, 5), atol=1e-6)
+    where = jnp.arange(15)[None, :] < jnp.array([[3], [5], [6], [15]])
+    m = soft_topk_mask(x, 5, temperature=0.3, where=where, regularization=regularization)
+    np.testing.assert_array_equal(m[0], jnp.where(where[0], 1.0, 0.0))
+    np.testing.assert_array_equal(m[1], jnp.where(where[1], 1.0, 0.0))
+    np.testing.assert_allclose(jnp.sum(m, -1), [3, 5, 5, 5], atol=1e-9)
+
+
+# ----------------------------------------------------------------------------------------------
+# Derivatives.
+
+CASES = [
+    ("rank", "l2"),
+    ("rank", "kl"),
+    ("sort", "l2"),
+    ("sort", "kl"),
+    ("topk", "l2"),
+    ("topk", "kl"),
+]
+
+
+def _op(op, regularization, descending=False):
+    def f(x, t):
+        if op == "rank":
+            return soft_rank(x, temperature=t, regularization=regularization, descending=descending)
+        if op == "sort":
+            return soft_sort(x, temperature=t, regularization=regularization, descending=descending)
+        return soft_topk_mask(x, 3, temperature=t, regularization=regularization)
+
+    return f
+
+
+@pytest.mark.parametrize(("op", "regularization"), CASES)
+def test_derivatives(op, regularization):
+    x = jnp.asarray(np.random.default_rng(9).normal(size=(2, 6)))
+    f = _op(op, regularization, descending=True)
+    t = jnp.asarray(0.7)
+    # Finite differences, forward and reverse mode, w.r.t. x and the temperature.
+    check_grads(f, (x, t), order=1, modes=("fwd", "rev"), eps=1e-6, atol=1e-5, rtol=1e-5)
+    # JVP and VJP agree: <u, J v> == <J^T u, v>.
+    rng = np.random.default_rng(10)
+    v, u = jnp.asarray(rng.normal(size=x.shape)), jnp.asarray(rng.normal(size=x.shape))
+    _, jv = jax.jvp(lambda x: f(x, t), (x,), (v,))
+    _, pullback = jax.vjp(lambda x: f(x, t), x)
+    (ju,) = pullback(u)
+    np.testing.assert_allclose(jnp.sum(u * jv), jnp.sum(ju * v), rtol=1e-10, atol=1e-12)
+    # jacfwd == jacrev, and the Jacobian is block diagonal over the batch.
+    jf = jax.jacfwd(lambda x: f(x, t))(x[0])
+    jr = jax.jacrev(lambda x: f(x, t))(x[0])
+    np.testing.assert_allclose(jf, jr, atol=1e-12)
+
+
+def test_l2_jacobian_is_block_mean():
+    # Two pooled pairs and one singleton: ranks' Jacobian is (I - block means) / ε in sorted order.
+    x = jnp.array([0.0, 0.1, 5.0, 5.05, 10.0])
+    t = 1.0
+    j = jax.jacfwd(lambda x: soft_rank(x, temperature=t))(x)
+    expected = np.eye(5)
+    expected[:2, :2] -= 0.5
+    expected[2:4, 2:4] -= 0.5
+    expected[4, 4] = 0.0
+    np.testing.assert_allclose(j, expected / t, atol=1e-12)
+
+
+@pytest.mark.parametrize("op", ["rank", "sort", "topk"])
+def test_kl_small_temperature_is_finite(op):
+    # torchsort's KL soft rank returns NaN gradients at ε = 1e-4 (its issue #63).
+    x = jnp.asarray(np.random.default_rng(11).normal(size=(3, 50)) * 10)
+    for dtype in (jnp.float32, jnp.float64):
+        xd = x.astype(dtype)
+        f = _op(op, "kl")
+        for t in (1e-4, 1e-6):
+            out = f(xd, t)
+            g = jax.grad(
+                lambda x, t=t, f=f, dtype=dtype: jnp.sum(
+                    f(x, t) * jnp.arange(50.0, dtype=dtype)[None, :]
+                )
+            )(xd)
+            assert bool(jnp.all(jnp.isfinite(out))), (dtype, t)
+            assert bool(jnp.all(jnp.isfinite(g))), (dtype, t)
+
+
+# ----------------------------------------------------------------------------------------------
+# Transformations and dtypes.
+
+
+def test_jit_vmap_and_traced_temperature():
+    x = jnp.asarray(np.random.default_rng(12).normal(size=(4, 3, 11)))
+    f = jax.jit(lambda x, t: soft_rank(x, temperature=t, axis=1))
+    batch = f(x, 0.3)
+    per_row = jax.vmap(lambda xi: soft_rank(xi, temperature=0.3, axis=0))(x)
+    np.testing.assert_allclose(batch, per_row, atol=1e-12)
+    np.testing.assert_allclose(f(x, 0.6), soft_rank(x, temperature=0.6, axis=1), atol=1e-12)
+    assert f._cache_size() == 1
+
+
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
+def test_low_precision(dtype):
+    x = jnp.asarray(np.random.default_rng(13).normal(size=(2, 40)), dtype)
+    for fn in (soft_rank, soft_sort):
+        out = fn(x, temperature=0.5)
+        assert out.dtype == dtype
+        ref = fn(x.astype(jnp.float64), temperature=0.5)
+        np.testing.assert_allclose(out.astype(jnp.float64), ref, rtol=2e-2, atol=2e-2)
+    m = soft_topk_mask(x, 4, temperature=0.5)
+    assert m.dtype == dtype
+
+
+def test_regularization_is_checked():
+    with pytest.raises(ValueError, match="regularization"):
+        isotonic.isotonic_rank(
+            jnp.zeros((3,)), None, jnp.asarray(1.0), descending=False, regularization="entropy"
+        )
+
+
+def test_against_torchsort():
+    torchsort = pytest.importorskip("torchsort")
+    torch = pytest.importorskip("torch")
+    x = np.random.default_rng(14).normal(size=(3, 50))
+    for regularization in ("l2", "kl"):
+        for t in (0.1, 1.0):
+            ref = torchsort.soft_rank(
+                torch.tensor(x), regularization=regularization, regularization_strength=t
+            ).numpy()
+            got = soft_rank(jnp.asarray(x), temperature=t, regularization=regularization)
+            np.testing.assert_allclose(got, ref, atol=1e-6)
+            ref = torchsort.soft_sort(
+                torch.tensor(x), regularization=regularization, regularization_strength=t
+            ).numpy()
+            got = soft_sort(jnp.asarray(x), temperature=t, regularization=regularization)
+            np.testing.assert_allclose(got, ref, atol=1e-6)
