@@ -56,7 +56,11 @@ def _ranking_op(op: str, method: str, **options) -> Op:
 
         kind = "elementwise" if op == "rank" else "sorted"
     suffix = "".join(f"-{v}" for v in options.values())
-    return Op(f"soft_{op}-{method}{suffix}", fn, kind)
+    # SmoothI follows its paper: the recursion's scaling factors are held under stop_gradient,
+    # so autodiff is the paper's surrogate gradient, not the derivative of the forward values
+    # (test_methods.py checks it against a finite-difference surrogate instead).
+    modes = () if method == "smoothi" else ("fwd", "rev")
+    return Op(f"soft_{op}-{method}{suffix}", fn, kind, grad_modes=modes)
 
 
 def _topk_op(method: str, **options) -> Op:
@@ -210,6 +214,8 @@ def test_dtype_is_preserved(op, dtype):
 
 @parametrize_smooth
 def test_gradients_match_finite_differences(op):
+    if not op.grad_modes:
+        pytest.skip("surrogate gradient by design (see Op.grad_modes)")
     x = jnp.asarray(_distinct((2, 5), seed=8, gap=0.2))
     check_grads(
         lambda v: _loss(op, v, temperature=0.7), (x,), order=1, modes=op.grad_modes, atol=1e-5
