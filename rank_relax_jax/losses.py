@@ -156,7 +156,7 @@ def ndcg_loss(
     labels: ArrayLike,
     *,
     k: int | None = None,
-    method: str = "sigmoid",
+    method: str = "isotonic",
     temperature: ArrayLike = 1.0,
     cutoff_temperature: ArrayLike = 0.5,
     gain: str = "exp2",
@@ -179,17 +179,19 @@ def ndcg_loss(
     between positions ``k`` and ``k + 1``, of width ``cutoff_temperature`` :math:`\tau_k`; with
     ``k=None``, or for a list of at most ``k`` valid items, there is no cutoff. As
     ``temperature`` and :math:`\tau_k \to 0` the loss tends to ``1 - ndcg(scores, labels, k=k)``
-    for distinct scores. A narrow cutoff gives no gradient to
-    relevant items ranked far below ``k`` (the usual weakness of NDCG@k training), so a
-    :math:`\tau_k` of about a rank or ``k=None`` usually trains better, even when evaluating
-    at ``k``.
+    for distinct scores. A narrow cutoff gives almost no gradient to relevant items ranked
+    far below ``k`` (the usual weakness of NDCG@k training); a :math:`\tau_k` of about a rank,
+    or ``k=None`` (as in the example), keeps that gradient.
 
-    The default ``method="sigmoid"`` is ApproxNDCG (Qin, Liu & Li 2010): every pair of items
-    contributes a gradient, which trained better in ``examples/learning_to_rank.py`` than the
-    isotonic projection, whose soft ranks are exact (zero gradient) for well-separated scores
-    (see ``docs/learning_to_rank.md``). A list without any positive gain has nothing to learn
-    and gets loss 0 (zero gradient). Cost: that of the soft rank (O(n²) for ``"sigmoid"``,
-    O(n log n) for ``"isotonic"``) plus one O(n log n) sort for IDCG.
+    The default ``method="isotonic"`` (the permutahedron projection of Blondel et al. 2020)
+    costs O(n log n) and trained best in ``examples/learning_to_rank.py``: test NDCG@1
+    0.656 ± 0.025 against 0.604 ± 0.033 for ``method="sigmoid"`` (ApproxNDCG, Qin, Liu & Li
+    2010, O(n²)), with NDCG@5/@10 equal within one standard deviation (3 seeds; see
+    ``docs/learning_to_rank.md``). Isotonic soft ranks are exact, with zero gradient, for
+    items whose scaled scores are far apart; the sigmoid method gives every pair a gradient,
+    which can help when scores start out widely spread. A list without any positive gain has
+    nothing to learn and gets loss 0 (zero gradient). Cost: that of the soft rank plus one
+    O(n log n) sort for IDCG.
 
     Args:
       scores: Floating array of predictions; higher = ranked first.
