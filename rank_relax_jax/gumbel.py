@@ -730,8 +730,10 @@ def perturbed_topk_mask(
     With ``k = 1`` and Gumbel noise the expectation is exactly
     :math:`\operatorname{softmax}(x/\sigma)` and the Jacobian
     :math:`(\operatorname{diag}(p) - pp^\top)/\sigma`. As :math:`\sigma \to 0` the mask tends
-    to :func:`~rank_relax_jax.topk_mask` (ties aside); it sums to exactly ``k``. Padding and
-    ``-inf`` entries are never selected and get zero gradient. Cost: O(S·n) noise and S
+    to :func:`~rank_relax_jax.topk_mask` (ties aside); it sums to exactly ``k`` (to the
+    number of selectable entries when there are fewer). Padding and ``-inf`` entries are never
+    selected and get zero gradient. The Jacobian estimate is unbiased but noisy: its standard
+    error is about :math:`1/(\sigma\sqrt{S})` per entry. Cost: O(S·n) noise and S
     ``lax.top_k`` per list; memory O(S·n).
 
     Args:
