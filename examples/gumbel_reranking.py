@@ -528,6 +528,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         print(f"  {name:<20} {acc:.3f}")
     print(f"\nReranker top-{cfg.k} on test questions (mean ± std over {cfg.seeds} seeds):\n")
     print(format_table(results))
+    print(
+        f"\nbridge/answer R@{cfg.k}: share of questions whose bridge/answer document is in the "
+        f"reranker's top {cfg.k};\nreader EM: share answered exactly when the reader sees only "
+        f"those {cfg.k} documents."
+    )
     g, e = results["grerank"]["recall_bridge"][0], results["emdr"]["recall_bridge"][0]
     print(
         f"\nBridge documents (useful only together with the answer document) are in the top-"
