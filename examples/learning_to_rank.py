@@ -51,7 +51,7 @@ def read_libsvm(path: Path) -> tuple[np.ndarray, np.ndarray]:
             for item in parts[1:]:
                 j, v = item.split(":")
                 rows.append(i)
-                cols.append(int(j))
+                cols.append(int(j) - 1)
                 vals.append(float(v))
     cols = np.asarray(cols)
     x = np.zeros((len(labels), cols.max() + 1), np.float32)
