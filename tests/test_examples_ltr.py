@@ -30,10 +30,10 @@ def test_quick_run_beats_random_scorer(tmp_path):
     assert (tmp_path / "ltr_curves.png").stat().st_size > 0
     chance = results["random scorer"]["ndcg@10"]
     trained = [v for name, v in results.items() if name != "random scorer"]
-    assert len(trained) == 2
+    assert len(trained) == 1
     for r in trained:
         assert set(r) == {"ndcg@1", "ndcg@5", "ndcg@10"}
-        # Random scores give about 0.58 on this test set; 10 epochs of any loss give ~0.7.
+        # Random scores give 0.58 ± 0.02 on this test set; 10 epochs of ndcg_loss give ~0.75.
         assert r["ndcg@10"][0] > chance[0] + 5 * chance[1], (r, chance)
 
 
