@@ -1,0 +1,276 @@
+"""Benchmark of the isotonic (permutahedron) soft rank against jnp.argsort and the peers.
+
+Measures, in float32 on the default JAX device, the steady-state median time and the compile
+time (first call: trace + compile + run) of the forward pass and of forward + backward
+(``grad`` of ``sum(op(x) * w)``), at the shapes of issue #3, for:
+
+* ``argsort``: jitted ``jnp.argsort`` of the same array (the floor for anything sort-based);
+* ``isotonic-l2`` / ``isotonic-kl``: ``soft_rank(method="isotonic")``;
+* ``iso-topk-l2``: ``soft_topk_mask(method="isotonic")`` with ``k = min(10, n)``;
+* ``sigmoid``: ``soft_rank(method="sigmoid")`` (O(n²) pairwise), if available;
+* ``ott-ranks`` / ``ott-topk``: ``ott.tools.soft_sort.ranks`` / ``topk_mask`` (optional);
+* ``rax-approx``: ``rax.utils.approx_ranks`` (optional);
+* ``torchsort``: ``torchsort.soft_rank`` on CPU (optional, timed with torch autograd).
+
+Peers whose cost grows as n² are skipped above a size limit (``--pair-limit``) instead of
+running for minutes. Usage::
+
+    python benchmarks/bench_isotonic.py            # full table, writes results/isotonic.json
+    python benchmarks/bench_isotonic.py --quick    # smoke run on small shapes
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import pathlib
+import platform
+import statistics
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+SHAPES = [
+    (1, 100),
+    (1, 1000),
+    (1, 10000),
+    (1, 100000),
+    (128, 100),
+    (1024, 100),
+    (128, 1000),
+    (16, 10000),
+]
+QUICK_SHAPES = [(1, 100), (1, 1000), (128, 100)]
+
+
+def _timeit(fn, *args, min_time=0.5, max_reps=30, min_reps=3):
+    t0 = time.perf_counter()
+    jax.block_until_ready(fn(*args))
+    first = time.perf_counter() - t0
+    times = []
+    start = time.perf_counter()
+    while len(times) < min_reps or (
+        len(times) < max_reps and time.perf_counter() - start < min_time
+    ):
+        t0 = time.perf_counter()
+        jax.block_until_ready(fn(*args))
+        times.append(time.perf_counter() - t0)
+    median = statistics.median(times)
+    return {"compile_s": max(first - median, 0.0), "median_s": median, "reps": len(times)}
+
+
+def _jax_methods():
+    from rank_relax_jax.ranking import soft_rank
+    from rank_relax_jax.topk import soft_topk_mask
+
+    methods = {
+        "isotonic-l2": (lambda x: soft_rank(x, temperature=1.0), "nlogn"),
+        "isotonic-kl": (lambda x: soft_rank(x, temperature=1.0, regularization="kl"), "nlogn"),
+        "iso-topk-l2": (
+            lambda x: soft_topk_mask(x, min(10, x.shape[-1]), temperature=1.0),
+            "nlogn",
+        ),
+    }
+    try:
+        soft_rank(jnp.ones((3,)), method="sigmoid")
+        methods["sigmoid"] = (lambda x: soft_rank(x, method="sigmoid", temperature=1.0), "pairs")
+    except Exception as err:  # the sigmoid method may not exist yet
+        print(f"# sigmoid method unavailable: {type(err).__name__}: {err}")
+    try:
+        from ott.tools import soft_sort
+
+        methods["ott-ranks"] = (lambda x: soft_sort.ranks(x, axis=-1), "ott")
+        methods["ott-topk"] = (
+            lambda x: soft_sort.topk_mask(x, axis=-1, k=min(10, x.shape[-1])),
+            "ott",
+        )
+    except ImportError as err:
+        print(f"# ott-jax unavailable: {err}")
+    try:
+        import rax
+
+        methods["rax-approx"] = (lambda x: rax.utils.approx_ranks(x), "pairs")
+    except ImportError as err:
+        print(f"# rax unavailable: {err}")
+    return methods
+
+
+def _torchsort_method():
+    try:
+        import torch
+        import torchsort
+    except ImportError as err:
+        print(f"# torchsort unavailable: {err}")
+        return None
+
+    def run(x_np, w_np, backward):
+        x = torch.tensor(x_np, requires_grad=backward)
+        w = torch.tensor(w_np)
+        out = torchsort.soft_rank(x, regularization_strength=1.0)
+        if backward:
+            (out * w).sum().backward()
+            return x.grad
+        return out
+
+    return run
+
+
+def _time_torch(run, x, w, backward, min_time=0.5, max_reps=30):
+    t0 = time.perf_counter()
+    run(x, w, backward)
+    first = time.perf_counter() - t0
+    times = []
+    start = time.perf_counter()
+    while len(times) < 3 or (len(times) < max_reps and time.perf_counter() - start < min_time):
+        t0 = time.perf_counter()
+        run(x, w, backward)
+        times.append(time.perf_counter() - t0)
+    median = statistics.median(times)
+    return {"compile_s": max(first - median, 0.0), "median_s": median, "reps": len(times)}
+
+
+def _allowed(cost, shape, args):
+    b, n = shape
+    if cost == "pairs":
+        return b * n * n <= args.pair_limit
+    if cost == "ott":
+        return b * n * n <= args.ott_limit
+    return True
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="small shapes only")
+    parser.add_argument(
+        "--out",
+        default=str(pathlib.Path(__file__).parent / "results" / "isotonic.json"),
+        help="where to write the JSON results",
+    )
+    parser.add_argument(
+        "--pair-limit",
+        type=float,
+        default=1.3e8,
+        help="skip O(n²) peers when batch * n² exceeds this",
+    )
+    parser.add_argument(
+        "--ott-limit", type=float, default=1.3e6, help="skip OTT when batch * n² exceeds this"
+    )
+    parser.add_argument("--methods", default="", help="comma-separated subset of methods")
+    args = parser.parse_args()
+
+    shapes = QUICK_SHAPES if args.quick else SHAPES
+    methods = _jax_methods()
+    torch_run = _torchsort_method()
+    wanted = set(filter(None, args.methods.split(",")))
+    rows = []
+    for shape in shapes:
+        kx, kw = jax.random.split(jax.random.key(sum(shape)))
+        x = jax.random.normal(kx, shape, jnp.float32)
+        w = jax.random.normal(kw, shape, jnp.float32)
+        floor = _timeit(jax.jit(lambda x: jnp.argsort(x, axis=-1)), x)
+        rows.append({"shape": shape, "method": "argsort", "mode": "fwd", **floor, "ratio": 1.0})
+        print(f"{shape!s:>13} argsort       fwd    {floor['median_s'] * 1e3:9.2f} ms", flush=True)
+        for name, (fn, cost) in methods.items():
+            if wanted and name not in wanted:
+                continue
+            for mode in ("fwd", "fwd+bwd"):
+                if not _allowed(cost, shape, args):
+                    rows.append({"shape": shape, "method": name, "mode": mode, "skipped": True})
+                    continue
+                if mode == "fwd":
+                    f = jax.jit(fn)
+                else:
+                    f = jax.jit(jax.grad(lambda x, w, fn=fn: jnp.sum(fn(x) * w)))
+                try:
+                    res = _timeit(f, x) if mode == "fwd" else _timeit(f, x, w)
+                    res["finite"] = bool(jnp.all(jnp.isfinite(f(x) if mode == "fwd" else f(x, w))))
+                except Exception as err:  # a peer failing at some shape is a result too
+                    rows.append(
+                        {"shape": shape, "method": name, "mode": mode, "error": str(err)[:200]}
+                    )
+                    print(f"{shape!s:>13} {name:13} {mode:7} error {type(err).__name__}")
+                    continue
+                res["ratio"] = res["median_s"] / floor["median_s"]
+                rows.append({"shape": shape, "method": name, "mode": mode, **res})
+                print(
+                    f"{shape!s:>13} {name:13} {mode:7} {res['median_s'] * 1e3:9.2f} ms "
+                    f"({res['ratio']:5.2f}x argsort, compile {res['compile_s']:5.2f} s)",
+                    flush=True,
+                )
+        if torch_run is not None and (not wanted or "torchsort" in wanted):
+            xn, wn = np.asarray(x), np.asarray(w)
+            for mode in ("fwd", "fwd+bwd"):
+                res = _time_torch(torch_run, xn, wn, mode != "fwd")
+                res["ratio"] = res["median_s"] / floor["median_s"]
+                rows.append({"shape": shape, "method": "torchsort", "mode": mode, **res})
+                print(f"{shape!s:>13} torchsort     {mode:7} {res['median_s'] * 1e3:9.2f} ms")
+
+    meta = {
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "platform": platform.platform(),
+        "processor": platform.processor(),
+        "cpu_count": os.cpu_count(),
+        "loadavg": os.getloadavg(),
+        "jax": jax.__version__,
+        "device": str(jax.devices()[0]),
+        "dtype": "float32",
+        "torchsort": torch_run is not None,
+    }
+    out = pathlib.Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
+    print()
+    print(markdown_table(rows))
+    print(f"\nwrote {out}")
+
+
+def markdown_table(rows):
+    """One line per shape: median ms (ratio to argsort) for each method, fwd+bwd and fwd."""
+    methods = []
+    for r in rows:
+        if r["method"] not in methods:
+            methods.append(r["method"])
+    shapes = []
+    for r in rows:
+        if tuple(r["shape"]) not in shapes:
+            shapes.append(tuple(r["shape"]))
+    lines = []
+    for mode in ("fwd+bwd", "fwd"):
+        cols = [m for m in methods if m != "argsort"]
+        lines.append(f"\n{mode}: median ms (ratio to one jnp.argsort); compile s in brackets\n")
+        lines.append("| (batch, n) | argsort | " + " | ".join(cols) + " |")
+        lines.append("|---" * (len(cols) + 2) + "|")
+        for shape in shapes:
+            cells = []
+            floor = next(r for r in rows if tuple(r["shape"]) == shape and r["method"] == "argsort")
+            cells.append(f"{floor['median_s'] * 1e3:.2f}")
+            for m in cols:
+                r = next(
+                    (
+                        r
+                        for r in rows
+                        if tuple(r["shape"]) == shape and r["method"] == m and r["mode"] == mode
+                    ),
+                    None,
+                )
+                if r is None:
+                    cells.append("—")
+                elif r.get("skipped"):
+                    cells.append("skipped (n²)")
+                elif "error" in r:
+                    cells.append("error")
+                else:
+                    nan = "" if r.get("finite", True) else ", non-finite"
+                    cells.append(
+                        f"{r['median_s'] * 1e3:.2f} ({r['ratio']:.1f}×{nan}) [{r['compile_s']:.1f}]"
+                    )
+            lines.append(f"| {shape} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()
