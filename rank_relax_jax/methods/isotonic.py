@@ -447,6 +447,15 @@ def isotonic_rank(x, mask, temperature, *, descending, regularization="l2"):
 
     Returns:
       ``[..., n]`` soft ranks in ``[1, m]``.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from rank_relax_jax.ranking import soft_rank
+      >>> x = jnp.array([0.3, -1.2, 2.5, 0.4])
+      >>> soft_rank(x, temperature=0.5).round(3).tolist()  # 0.3 and 0.4 pool into one block
+      [2.4, 1.0, 4.0, 2.6]
+      >>> soft_rank(x, temperature=0.5, regularization="kl").round(3).tolist()
+      [2.251, 1.0, 4.0, 2.749]
     """
     _check_regularization(regularization)
     sign = -1 if descending else 1
@@ -481,6 +490,12 @@ def isotonic_sort(x, mask, temperature, *, descending, regularization="l2"):
 
     Returns:
       ``[..., n]`` soft-sorted values.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from rank_relax_jax.ranking import soft_sort
+      >>> soft_sort(jnp.array([0.3, -1.2, 2.5, 0.4]), temperature=0.5).round(3).tolist()
+      [-1.2, 0.3, 0.45, 2.45]
     """  # noqa: E501
     _check_regularization(regularization)
     sign = 1 if descending else -1
@@ -518,6 +533,15 @@ def isotonic_topk_mask(x, mask, k, temperature, *, regularization="l2"):
 
     Returns:
       ``[..., n]`` mask in ``[0, 1]`` that sums to ``min(k, m)`` over the valid entries.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from rank_relax_jax.topk import soft_topk_mask
+      >>> x = jnp.array([0.3, -1.2, 2.5, 0.4])
+      >>> soft_topk_mask(x, 2, temperature=0.5).round(3).tolist()  # exact 0 and 1
+      [0.4, 0.0, 1.0, 0.6]
+      >>> soft_topk_mask(x, 2, temperature=0.5, regularization="kl").round(3).tolist()
+      [0.44, 0.022, 1.0, 0.538]
     """
     _check_regularization(regularization)
     theta = x / temperature
