@@ -21,3 +21,15 @@ def _jax_config(request):
     x64 = not isinstance(request.node, DoctestItem)
     with jax.enable_x64(x64), jax.numpy_rank_promotion("raise"):
         yield
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _release_compiled_code():
+    """Drops JAX's compilation caches after each test module.
+
+    The suite compiles thousands of small programs; keeping every executable alive for the whole
+    session grows the process's memory maps until XLA's CPU JIT fails (seen as a segfault inside
+    ``backend_compile_and_load`` late in a full run, never in a module run alone).
+    """
+    yield
+    jax.clear_caches()

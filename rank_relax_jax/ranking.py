@@ -102,7 +102,11 @@ def soft_rank(
       >>> import jax.numpy as jnp
       >>> from rank_relax_jax import soft_rank
       >>> x = jnp.array([0.3, -1.2, 2.5])
-      >>> soft_rank(x, method="sigmoid", temperature=1e-3).round(3)
+      >>> soft_rank(x, temperature=2.0).tolist()  # isotonic: smooth at a large temperature
+      [1.883, 1.133, 2.983]
+      >>> soft_rank(x, temperature=0.1)  # and exact once it is small next to the gaps
+      Array([2., 1., 3.], dtype=float32)
+      >>> soft_rank(x, method="sigmoid", temperature=1e-3).round(2)
       Array([2., 1., 3.], dtype=float32)
     """
     fn = "soft_rank"

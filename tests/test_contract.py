@@ -252,7 +252,8 @@ def test_changing_temperature_does_not_retrace(op):
         return op(v, temperature=t)
 
     x = jnp.asarray(_distinct((2, 5), seed=10))
-    a = f(x, 1.0)
+    # Two temperatures far apart: isotonic sorts are already exact below the data's gaps.
+    a = f(x, 10.0)
     b = f(x, 0.1)
     assert len(traces) == 1
     assert not np.allclose(a, b)
