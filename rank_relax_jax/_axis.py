@@ -1,7 +1,7 @@
 """Axis, mask and dtype plumbing used by every public op, written once.
 
 A method is implemented once as a kernel over the last axis of a ``[..., n]`` array. The public
-wrapper calls :func:`prepare`, which validates the input, moves ``axis`` to the end, broadcasts
+wrapper calls `prepare`, which validates the input, moves ``axis`` to the end, broadcasts
 ``where`` and casts half precision to float32; the kernel computes; then one of the ``Frame``'s
 ``finish_*`` methods re-applies the mask, casts back and moves the axis home.
 
@@ -116,7 +116,7 @@ def prepare(fn: str, x: Any, *, axis: int = -1, where: Any = None, name: str = "
       name: Name of the ``x`` argument in the public signature.
 
     Returns:
-      A :class:`Frame` whose ``x`` is ``[..., n]`` in the compute dtype with padding set to 0.
+      A `Frame` whose ``x`` is ``[..., n]`` in the compute dtype with padding set to 0.
     """
     x = _checks.check_floating(fn, name, x)
     ax = _checks.check_axis(fn, axis, x.ndim, name)

@@ -1,25 +1,26 @@
 r"""Differentiable Masked Attention (DMA): soft document masks inside dot-product attention.
 
 G-Rerank (Huang et al., ACL 2025) trains a reranker end to end by putting its relaxed top-k
-document mask :math:`M \in [0, 1]^{n_\text{docs}}` into the reader's attention. Every key token
-:math:`t` of document :math:`i` is weighted by :math:`M_i`:
+document mask $M \in [0, 1]^{n_\text{docs}}$ into the reader's attention. Every key token
+$t$ of document $i$ is weighted by $M_i$:
 
-.. math::
-    a_{q t} = \frac{M_{i(t)} \exp(s_{q t})}{\sum_{t'} M_{i(t')} \exp(s_{q t'})}
-            = \operatorname{softmax}_t\big(s_{q t} + \log M_{i(t)}\big),
-    \qquad s_{q t} = q \cdot k_t / \sqrt{d}.
+$$
+a_{q t} = \frac{M_{i(t)} \exp(s_{q t})}{\sum_{t'} M_{i(t')} \exp(s_{q t'})}
+        = \operatorname{softmax}_t\big(s_{q t} + \log M_{i(t)}\big),
+\qquad s_{q t} = q \cdot k_t / \sqrt{d}.
+$$
 
-This module holds the pieces that put :math:`M` where attention code needs it:
+This module holds the pieces that put $M$ where attention code needs it:
 
-* :func:`doc_mask_to_tokens` gathers a per-document value to key tokens through segment ids
+* `doc_mask_to_tokens` gathers a per-document value to key tokens through segment ids
   (id ``-1``: a token outside every document, weight 1);
-* :func:`attention_bias` is the *additive* form :math:`\log M` per key token, finite where
-  :math:`M = 0`, taken straight from the sampler's log-space output when one is given; it is the
-  adapter for :func:`jax.nn.dot_product_attention` (``bias=``) and composes with boolean
-  padding/causal masks (:func:`combine_bias_and_mask`);
-* :func:`dma_attention` / :func:`dma_attention_weights` are the *multiplicative* reference form,
+* `attention_bias` is the *additive* form $\log M$ per key token, finite where
+  $M = 0$, taken straight from the sampler's log-space output when one is given; it is the
+  adapter for `jax.nn.dot_product_attention` (``bias=``) and composes with boolean
+  padding/causal masks (`combine_bias_and_mask`);
+* `dma_attention` / `dma_attention_weights` are the *multiplicative* reference form,
   the one whose gradient is right for hard and straight-through masks;
-* :func:`make_flax_attention_fn` builds an ``attention_fn`` for ``flax.linen`` attention modules
+* `make_flax_attention_fn` builds an ``attention_fn`` for ``flax.linen`` attention modules
   and ``flax.nnx.MultiHeadAttention`` in either form.
 
 Flax is optional: nothing here imports it at import time.
@@ -147,8 +148,8 @@ def doc_mask_to_tokens(
 
     ``out[..., t] = doc_values[..., segment_ids[..., t]]`` for ``segment_ids >= 0`` and ``fill``
     for negative ids (tokens that belong to no document: question, instruction, or padding that is
-    handled by a separate boolean mask). Use ``fill=1.0`` for weights :math:`M` and ``fill=0.0``
-    for log-weights :math:`\log M`. An id ``>= n_docs`` is a caller bug and gives NaN, so it
+    handled by a separate boolean mask). Use ``fill=1.0`` for weights $M$ and ``fill=0.0``
+    for log-weights $\log M$. An id ``>= n_docs`` is a caller bug and gives NaN, so it
     cannot pass unnoticed. The gradient with respect to ``doc_values`` sums over each document's
     tokens. Cost: O(kv_len) gather.
 
@@ -202,28 +203,28 @@ def attention_bias(
     log_doc_mask: ArrayLike | None = None,
     dtype: Any = None,
 ) -> jax.Array:
-    r"""Additive attention bias :math:`\log M` per key token, shaped for attention logits.
+    r"""Additive attention bias $\log M$ per key token, shaped for attention logits.
 
     Adding it to the logits gives DMA in its additive form,
-    :math:`\operatorname{softmax}(q k^\top/\sqrt{d} + \log M)`. Where :math:`M = 0` the bias is a
+    $\operatorname{softmax}(q k^\top/\sqrt{d} + \log M)$. Where $M = 0$ the bias is a
     finite large negative (a quarter of the dtype's range), never ``-inf``, so
     it can be summed with other biases and a row with every document masked stays finite.
     Tokens with segment id ``-1`` get bias 0.
 
-    Give either ``doc_mask`` (then the bias is :math:`\log M` where :math:`M > 0` and the floor,
-    with zero gradient, where :math:`M = 0`) or, better, ``log_doc_mask``, the sampler's
-    log-space output (max of log-softmaxes): it stays exact and differentiable where :math:`M`
+    Give either ``doc_mask`` (then the bias is $\log M$ where $M > 0$ and the floor,
+    with zero gradient, where $M = 0$) or, better, ``log_doc_mask``, the sampler's
+    log-space output (max of log-softmaxes): it stays exact and differentiable where $M$
     underflows to 0 in linear space. ``-inf`` entries of ``log_doc_mask`` (never-selected
     documents) become the floor.
 
-    In the additive form a document with :math:`M = 0` receives no gradient; use
-    :func:`dma_attention` (multiplicative form) for hard or straight-through masks. Cost:
+    In the additive form a document with $M = 0$ receives no gradient; use
+    `dma_attention` (multiplicative form) for hard or straight-through masks. Cost:
     O(kv_len) per batch element.
 
     Args:
       doc_mask: Floating ``[..., n_docs]`` document mask in ``[0, 1]``.
       segment_ids: Integer ``[..., kv_len]`` document of each key token, ``-1`` for none.
-      log_doc_mask: Floating ``[..., n_docs]`` :math:`\log M` (alternative to ``doc_mask``).
+      log_doc_mask: Floating ``[..., n_docs]`` $\log M$ (alternative to ``doc_mask``).
       dtype: dtype of the bias; default: that of the mask. Pass the dtype of the attention logits
         (e.g. ``query.dtype`` for float16) so the floor is finite in it.
 
@@ -231,7 +232,7 @@ def attention_bias(
       ``[..., 1, 1, kv_len]`` bias, broadcastable to logits ``[..., heads, q_len, kv_len]``.
 
     Example:
-      With :func:`jax.nn.dot_product_attention` (layout ``[batch, len, heads, head_dim]``):
+      With `jax.nn.dot_product_attention` (layout ``[batch, len, heads, head_dim]``):
 
       >>> import jax, jax.numpy as jnp
       >>> from rank_relax_jax.attention import attention_bias
@@ -278,13 +279,13 @@ def combine_bias_and_mask(
     """Folds boolean masks into an additive bias (for kernels that only take a bias).
 
     ``out = bias`` where every mask is True, and jax's finite mask constant (-0.7 of the dtype's
-    range, the value :func:`jax.nn.dot_product_attention` uses) elsewhere. ``None`` masks are
+    range, the value `jax.nn.dot_product_attention` uses) elsewhere. ``None`` masks are
     skipped; the result has the broadcast shape of all arguments. Passing the masks separately
-    (``mask=`` / ``is_causal=``) to :func:`jax.nn.dot_product_attention` or :func:`dma_attention`
+    (``mask=`` / ``is_causal=``) to `jax.nn.dot_product_attention` or `dma_attention`
     gives the same output; this helper is for attention code that has no boolean mask input.
 
     Args:
-      bias: Floating additive bias, e.g. from :func:`attention_bias`; ``None`` means 0.
+      bias: Floating additive bias, e.g. from `attention_bias`; ``None`` means 0.
       *masks: Boolean arrays (True = attend), e.g. padding ``[batch, 1, 1, kv_len]`` and causal
         ``[q_len, kv_len]``.
       dtype: dtype of the result; default: the bias's dtype (float32 without a bias).
@@ -455,15 +456,16 @@ def dma_attention_weights(
 ) -> jax.Array:
     r"""Attention weights of DMA in the multiplicative form.
 
-    .. math::
-        a_{q t} = \frac{[\text{valid}_{q t}]\, M_t\, e^{s_{q t}}}
-                       {\sum_{t'} [\text{valid}_{q t'}]\, M_{t'}\, e^{s_{q t'}}},\qquad
-        s_{q t} = \text{scale}\cdot q\cdot k_t + \text{bias}_{q t},
+    $$
+    a_{q t} = \frac{[\text{valid}_{q t}]\, M_t\, e^{s_{q t}}}
+                   {\sum_{t'} [\text{valid}_{q t'}]\, M_{t'}\, e^{s_{q t'}}},\qquad
+    s_{q t} = \text{scale}\cdot q\cdot k_t + \text{bias}_{q t},
+    $$
 
-    with :math:`M_t` the mask of token :math:`t`'s document (1 for segment id ``-1``) and
+    with $M_t$ the mask of token $t$'s document (1 for segment id ``-1``) and
     ``valid`` the boolean ``mask`` and causal mask. A row whose denominator is 0 (every key
-    masked, or :math:`M = 0` on every unmasked key) gets all-zero weights and zero gradient.
-    See :func:`dma_attention` for the arguments. Cost: O(heads · q_len · kv_len · head_dim).
+    masked, or $M = 0$ on every unmasked key) gets all-zero weights and zero gradient.
+    See `dma_attention` for the arguments. Cost: O(heads · q_len · kv_len · head_dim).
 
     Returns:
       ``[batch..., heads, q_len, kv_len]`` weights in ``query``'s dtype; rows sum to 1 or 0.
@@ -510,20 +512,21 @@ def dma_attention(
 ) -> jax.Array:
     r"""Differentiable Masked Attention, multiplicative reference form (G-Rerank).
 
-    .. math::
-        \text{out}_q = \sum_t a_{q t} v_t,\qquad
-        a_{q t} = \frac{M_{i(t)} \exp(s_{q t})}{\sum_{t'} M_{i(t')} \exp(s_{q t'})},
+    $$
+    \text{out}_q = \sum_t a_{q t} v_t,\qquad
+    a_{q t} = \frac{M_{i(t)} \exp(s_{q t})}{\sum_{t'} M_{i(t')} \exp(s_{q t'})},
+    $$
 
-    the same function as :math:`\operatorname{softmax}(s + \log M)`, but written as a product so
-    that :math:`\partial a / \partial M_i` is right even where :math:`M_i = 0`: a straight-through
+    the same function as $\operatorname{softmax}(s + \log M)$, but written as a product so
+    that $\partial a / \partial M_i$ is right even where $M_i = 0$: a straight-through
     or hard mask then still sends gradient to unselected documents, which the additive form
-    (:func:`attention_bias`) cannot (its bias is constant there). Exponentials are max-shifted on
-    :math:`s + \log\max(M, \text{tiny})` and computed in at least float32; no ``-inf`` is used.
+    (`attention_bias`) cannot (its bias is constant there). Exponentials are max-shifted on
+    $s + \log\max(M, \text{tiny})$ and computed in at least float32; no ``-inf`` is used.
 
-    Layout as :func:`jax.nn.dot_product_attention`, with any number of batch axes. Grouped-query
+    Layout as `jax.nn.dot_product_attention`, with any number of batch axes. Grouped-query
     attention: ``key``/``value`` may have fewer heads than ``query`` (a divisor); query head
     ``h`` reads key head ``h // (heads // kv_heads)``. A query row with nothing to attend to
-    (every key masked, or :math:`M = 0` on every unmasked key) outputs zeros with zero gradient;
+    (every key masked, or $M = 0$ on every unmasked key) outputs zeros with zero gradient;
     ``jax.nn.dot_product_attention`` would instead average the values of a fully masked row.
 
     Cost: O(heads · q_len · kv_len · head_dim) time and O(heads · q_len · kv_len) memory (a
@@ -533,7 +536,7 @@ def dma_attention(
       query: ``[batch..., q_len, heads, head_dim]``.
       key: ``[batch..., kv_len, kv_heads, head_dim]``.
       value: ``[batch..., kv_len, kv_heads, v_dim]``.
-      doc_mask: ``[batch..., n_docs]`` document mask :math:`M` (hard, soft or straight-through);
+      doc_mask: ``[batch..., n_docs]`` document mask $M$ (hard, soft or straight-through);
         batch axes broadcast with ``query``'s.
       segment_ids: Integer ``[batch..., kv_len]`` document of each key token, ``-1`` for tokens in
         no document (always weight 1).
@@ -646,11 +649,11 @@ def make_flax_attention_fn(
     with layout ``[batch..., len, heads, head_dim]``. The module's parameters are untouched, so
     the same parameters give the plain or the masked model.
 
-    * ``form="multiplicative"`` (default): :func:`dma_attention` weights (needs ``doc_mask``),
+    * ``form="multiplicative"`` (default): `dma_attention` weights (needs ``doc_mask``),
       plus Flax's attention dropout (``dropout_rate``, ``dropout_rng``, ``broadcast_dropout``,
       ``deterministic``) and weight sowing (``module``). Use it for hard and straight-through
       masks.
-    * ``form="additive"``: adds :func:`attention_bias` (from ``doc_mask`` or ``log_doc_mask``)
+    * ``form="additive"``: adds `attention_bias` (from ``doc_mask`` or ``log_doc_mask``)
       to the ``bias`` of ``attention_fn`` and keeps every other feature of it, including the
       fused ``jax.nn`` path without dropout. The default ``attention_fn`` is Flax's own
       ``dot_product_attention`` (the NNX one, or the linen one when a linen module sows its
@@ -660,9 +663,9 @@ def make_flax_attention_fn(
     ``__call__`` or a training step) from the current sample; it is traced, not a constant.
 
     Args:
-      doc_mask: ``[batch..., n_docs]`` document mask :math:`M`.
+      doc_mask: ``[batch..., n_docs]`` document mask $M$.
       segment_ids: Integer ``[batch..., kv_len]`` document of each key token, ``-1`` for none.
-      log_doc_mask: ``[batch..., n_docs]`` :math:`\log M` (additive form only).
+      log_doc_mask: ``[batch..., n_docs]`` $\log M$ (additive form only).
       form: ``"multiplicative"`` or ``"additive"``.
       attention_fn: Base Flax attention function wrapped by the additive form.
 

@@ -3,18 +3,18 @@
 All of them perturb scores with i.i.d. Gumbel(0, 1) noise ``G`` and read off an argmax or a
 top-k, exactly or through a softmax:
 
-* :func:`gumbel_softmax`: the Gumbel-softmax / Concrete relaxation of one categorical draw
+* `gumbel_softmax`: the Gumbel-softmax / Concrete relaxation of one categorical draw
   (Jang et al. 2017; Maddison et al. 2017).
-* :func:`relaxed_topk_gumbel` and :func:`relaxed_topk_gumbel_log`: the element-wise max of
+* `relaxed_topk_gumbel` and `relaxed_topk_gumbel_log`: the element-wise max of
   ``num_samples`` independent Gumbel-softmax draws (L2X, Chen et al. 2018), the document mask of
   Gumbel Reranking (G-Rerank, Huang et al. 2025); the ``_log`` form returns its logarithm, finite
   wherever the mask underflows, for additive attention biases.
-* :func:`relaxed_subset_sample`: the successive-softmax relaxation of sampling ``k`` items
+* `relaxed_subset_sample`: the successive-softmax relaxation of sampling ``k`` items
   without replacement (Xie & Ermon 2019); it sums to exactly ``k``.
-* :func:`gumbel_topk`: an exact sample of ``k`` items without replacement from the
+* `gumbel_topk`: an exact sample of ``k`` items without replacement from the
   Plackett–Luce distribution, by the Gumbel-top-k trick (Kool et al. 2019).
-* :func:`gumbel_attention_mask`: the G-Rerank document mask with either construction.
-* :func:`perturbed_topk_mask`: the perturbed-optimizer top-k mask of Berthet et al. (2020), a
+* `gumbel_attention_mask`: the G-Rerank document mask with either construction.
+* `perturbed_topk_mask`: the perturbed-optimizer top-k mask of Berthet et al. (2020), a
   Monte-Carlo mean of exact top-k masks with the paper's Monte-Carlo Jacobian (``custom_jvp``).
 
 Conventions (``DESIGN.md``): ``key`` first and required (typed or legacy, one key; a batch of
@@ -195,22 +195,23 @@ def gumbel_softmax(
 ) -> jax.Array:
     r"""Relaxed one-hot sample of a categorical distribution (Gumbel-softmax / Concrete).
 
-    .. math::
-        y = \operatorname{softmax}\big((\kappa\,w + G) / \tau\big), \qquad G_i \sim
-        \mathrm{Gumbel}(0, 1)\ \text{i.i.d.}
+    $$
+    y = \operatorname{softmax}\big((\kappa\,w + G) / \tau\big), \qquad G_i \sim
+    \mathrm{Gumbel}(0, 1)\ \text{i.i.d.}
+    $$
 
-    with :math:`w` the ``logits``, :math:`\kappa` the ``scale`` and :math:`\tau` the
-    ``temperature``. The argmax of :math:`y` is an exact draw from
-    :math:`\operatorname{softmax}(\kappa w)` at every :math:`\tau`; as :math:`\tau \to 0`,
-    :math:`y` tends to that one-hot draw, and as :math:`\tau \to \infty` to the uniform vector.
-    So :math:`\kappa` sets how random the choice is and :math:`\tau` how sharp the relaxation
+    with $w$ the ``logits``, $\kappa$ the ``scale`` and $\tau$ the
+    ``temperature``. The argmax of $y$ is an exact draw from
+    $\operatorname{softmax}(\kappa w)$ at every $\tau$; as $\tau \to 0$,
+    $y$ tends to that one-hot draw, and as $\tau \to \infty$ to the uniform vector.
+    So $\kappa$ sets how random the choice is and $\tau$ how sharp the relaxation
     is. Cost: O(n) per list.
 
     Args:
       key: A PRNG key (``jax.random.key`` or ``jax.random.PRNGKey``); a single key.
       logits: Floating array of unnormalized log-probabilities; ``-inf`` means "never chosen".
-      temperature: Positive smoothness :math:`\tau` (may be traced).
-      scale: Positive multiplier :math:`\kappa` of the logits (may be traced).
+      temperature: Positive smoothness $\tau$ (may be traced).
+      scale: Positive multiplier $\kappa$ of the logits (may be traced).
       axis: Axis of the categories; other axes are independent batch axes.
       where: Optional boolean mask; ``False`` marks padding, which is never chosen, gets 0 and
         zero gradient.
@@ -288,27 +289,28 @@ def relaxed_topk_gumbel(
 ) -> jax.Array:
     r"""Relaxed top-k mask as the element-wise max of Gumbel-softmax draws (L2X, G-Rerank).
 
-    .. math::
-        M_i = \max_{j=1..S} \operatorname{softmax}\big((\kappa\,w + G^{(j)}) / \tau\big)_i,
-        \qquad G^{(j)}_i \sim \mathrm{Gumbel}(0, 1)\ \text{i.i.d.},
+    $$
+    M_i = \max_{j=1..S} \operatorname{softmax}\big((\kappa\,w + G^{(j)}) / \tau\big)_i,
+    \qquad G^{(j)}_i \sim \mathrm{Gumbel}(0, 1)\ \text{i.i.d.},
+    $$
 
-    with :math:`S` = ``num_samples`` (default ``k``) independent draws, taken with ``jax.vmap``
+    with $S$ = ``num_samples`` (default ``k``) independent draws, taken with ``jax.vmap``
     over split keys. Each draw relaxes one categorical choice from
-    :math:`p = \operatorname{softmax}(\kappa w)`, so as :math:`\tau \to 0` the mask tends to the
-    indicator of the *union* of :math:`S` draws *with* replacement: entry :math:`i` is included
-    with probability :math:`1 - (1 - p_i)^S`, the sum lies between 1 and :math:`S`, its
+    $p = \operatorname{softmax}(\kappa w)$, so as $\tau \to 0$ the mask tends to the
+    indicator of the *union* of $S$ draws *with* replacement: entry $i$ is included
+    with probability $1 - (1 - p_i)^S$, the sum lies between 1 and $S$, its
     expectation is below ``k``, and it collapses onto one item when one score dominates. (Use
-    :func:`relaxed_subset_sample` for a mask that sums to exactly ``k``.) As :math:`\tau \to
-    \infty` every entry tends to :math:`1/n_{valid}`. Cost: O(S·n) time and memory per list.
+    `relaxed_subset_sample` for a mask that sums to exactly ``k``.) As $\tau \to
+    \infty$ every entry tends to $1/n_{valid}$. Cost: O(S·n) time and memory per list.
 
     Args:
       key: A single PRNG key (typed or legacy).
-      scores: Floating array of scores :math:`w`; ``-inf`` means "never selected".
+      scores: Floating array of scores $w$; ``-inf`` means "never selected".
       k: Static number of items to select, ``1 <= k <= n``; the default number of draws.
-      temperature: Positive smoothness :math:`\tau` (may be traced).
-      scale: Positive multiplier :math:`\kappa` of the scores (may be traced): larger is less
+      temperature: Positive smoothness $\tau$ (may be traced).
+      scale: Positive multiplier $\kappa$ of the scores (may be traced): larger is less
         random.
-      num_samples: Static number of Gumbel-softmax draws :math:`S`; ``None`` means ``k``.
+      num_samples: Static number of Gumbel-softmax draws $S$; ``None`` means ``k``.
       axis: Axis to select along.
       where: Optional boolean mask; padding is never selected, gets 0 and zero gradient.
       hard: If True, return the exact union of the draws' argmaxes (0/1) in the forward pass
@@ -352,29 +354,30 @@ def relaxed_topk_gumbel_log(
     axis: int = -1,
     where: ArrayLike | None = None,
 ) -> jax.Array:
-    r"""Logarithm of :func:`relaxed_topk_gumbel`'s mask, computed in log space.
+    r"""Logarithm of `relaxed_topk_gumbel`'s mask, computed in log space.
 
-    .. math::
-        \log M_i = \max_{j=1..S} \operatorname{log\_softmax}\big((\kappa\,w + G^{(j)})/\tau
-        \big)_i,
+    $$
+    \log M_i = \max_{j=1..S} \operatorname{log\_softmax}\big((\kappa\,w + G^{(j)})/\tau
+    \big)_i,
+    $$
 
     the max of log-softmaxes, which is finite (and has a finite gradient) wherever
-    :math:`M_i` itself underflows to 0, e.g. at small temperature. This is the additive
+    $M_i$ itself underflows to 0, e.g. at small temperature. This is the additive
     attention bias of Differentiable Masked Attention: ``softmax(logits + log M)`` weights a
-    document's tokens by :math:`M`, without ever taking ``log(0)``. With the same key and
-    arguments, ``exp`` of the result equals :func:`relaxed_topk_gumbel` (same draws).
+    document's tokens by $M$, without ever taking ``log(0)``. With the same key and
+    arguments, ``exp`` of the result equals `relaxed_topk_gumbel` (same draws).
 
     Entries that can never be selected (padding, ``-inf`` scores) get the finite
-    :func:`large_negative` value ``-0.7 * finfo(dtype).max`` and zero gradient; a value
+    `large_negative` value ``-0.7 * finfo(dtype).max`` and zero gradient; a value
     computed below that floor is clamped to it. Cost: O(S·n) per list.
 
     Args:
       key: A single PRNG key (typed or legacy).
-      scores: Floating array of scores :math:`w`; ``-inf`` means "never selected".
+      scores: Floating array of scores $w$; ``-inf`` means "never selected".
       k: Static number of items to select, ``1 <= k <= n``; the default number of draws.
-      temperature: Positive smoothness :math:`\tau` (may be traced).
-      scale: Positive multiplier :math:`\kappa` of the scores (may be traced).
-      num_samples: Static number of draws :math:`S`; ``None`` means ``k``.
+      temperature: Positive smoothness $\tau$ (may be traced).
+      scale: Positive multiplier $\kappa$ of the scores (may be traced).
+      num_samples: Static number of draws $S$; ``None`` means ``k``.
       axis: Axis to select along.
       where: Optional boolean mask; ``False`` marks padding.
 
@@ -449,21 +452,22 @@ def relaxed_subset_sample(
 ) -> jax.Array:
     r"""Relaxed sample of a k-subset without replacement (successive softmax, Xie & Ermon 2019).
 
-    With perturbed keys :math:`\alpha^{(1)} = \kappa\,w + G`, :math:`G_i \sim \mathrm{Gumbel}(0,
-    1)`, repeat for :math:`j = 1..k`:
+    With perturbed keys $\alpha^{(1)} = \kappa\,w + G$, $G_i \sim \mathrm{Gumbel}(0,
+    1)$, repeat for $j = 1..k$:
 
-    .. math::
-        p^{(j)} = \operatorname{softmax}(\alpha^{(j)}/\tau), \qquad
-        \alpha^{(j+1)} = \alpha^{(j)} + \log\big(1 - p^{(j)}\big), \qquad
-        a = \sum_{j=1}^{k} p^{(j)}.
+    $$
+    p^{(j)} = \operatorname{softmax}(\alpha^{(j)}/\tau), \qquad
+    \alpha^{(j+1)} = \alpha^{(j)} + \log\big(1 - p^{(j)}\big), \qquad
+    a = \sum_{j=1}^{k} p^{(j)}.
+    $$
 
-    Each step is a relaxed argmax that (softly) removes what was already chosen, so :math:`a`
-    sums to exactly ``k`` at every temperature, and as :math:`\tau \to 0` it tends to the k-hot
-    of the top-k of :math:`\alpha^{(1)}`: an exact sample without replacement from the
-    Plackett–Luce model with weights :math:`\operatorname{softmax}(\kappa w)` (see
-    :func:`gumbel_topk`). :math:`\log(1 - p)` is computed so that it stays finite as
-    :math:`p \to 1`. The relaxation constrains the sum, not the entries: when perturbed keys
-    lie within about :math:`\tau` of each other, an entry can exceed 1 (up to about 1.23 for
+    Each step is a relaxed argmax that (softly) removes what was already chosen, so $a$
+    sums to exactly ``k`` at every temperature, and as $\tau \to 0$ it tends to the k-hot
+    of the top-k of $\alpha^{(1)}$: an exact sample without replacement from the
+    Plackett–Luce model with weights $\operatorname{softmax}(\kappa w)$ (see
+    `gumbel_topk`). $\log(1 - p)$ is computed so that it stays finite as
+    $p \to 1$. The relaxation constrains the sum, not the entries: when perturbed keys
+    lie within about $\tau$ of each other, an entry can exceed 1 (up to about 1.23 for
     ``k = 2`` at ``τ = 0.25``, more for larger ``k``, and more at ``τ >= 1``); this happens with
     probability O(τ) at small ``τ``, so the limit is still the k-hot sample. A list with at
     most ``k`` selectable entries selects all of them (mask 1, sum = their count). Cost: O(k·n)
@@ -471,10 +475,10 @@ def relaxed_subset_sample(
 
     Args:
       key: A single PRNG key (typed or legacy).
-      scores: Floating array of scores :math:`w`; ``-inf`` means "never selected".
+      scores: Floating array of scores $w$; ``-inf`` means "never selected".
       k: Static subset size, ``1 <= k <= n``.
-      temperature: Positive smoothness :math:`\tau` (may be traced).
-      scale: Positive multiplier :math:`\kappa` of the scores (may be traced).
+      temperature: Positive smoothness $\tau$ (may be traced).
+      scale: Positive multiplier $\kappa$ of the scores (may be traced).
       axis: Axis to select along.
       where: Optional boolean mask; padding is never selected, gets 0 and zero gradient.
       hard: If True, the forward pass returns the exact k-hot of the Gumbel-top-k sample drawn
@@ -510,7 +514,7 @@ def relaxed_subset_sample(
 
 
 class GumbelTopK(NamedTuple):
-    """Result of :func:`gumbel_topk`.
+    """Result of `gumbel_topk`.
 
     Attributes:
       indices: Integer array, the input's shape with ``axis`` of size ``k``: the sampled
@@ -534,27 +538,28 @@ def gumbel_topk(
 ) -> GumbelTopK:
     r"""Exact sample of ``k`` items without replacement (the Gumbel-top-k trick).
 
-    .. math::
-        (i_1, \dots, i_k) = \operatorname{top-}k\big(\kappa\,w + G\big), \qquad G_i \sim
-        \mathrm{Gumbel}(0, 1)\ \text{i.i.d.},
+    $$
+    (i_1, \dots, i_k) = \operatorname{top-}k\big(\kappa\,w + G\big), \qquad G_i \sim
+    \mathrm{Gumbel}(0, 1)\ \text{i.i.d.},
+    $$
 
-    is distributed as :math:`k` successive draws without replacement with probabilities
-    proportional to :math:`\exp(\kappa w)` (Plackett–Luce): the first index is distributed as
-    :math:`\operatorname{softmax}(\kappa w)`, the next as the softmax over the rest, and so on.
+    is distributed as $k$ successive draws without replacement with probabilities
+    proportional to $\exp(\kappa w)$ (Plackett–Luce): the first index is distributed as
+    $\operatorname{softmax}(\kappa w)$, the next as the softmax over the rest, and so on.
     Padding and ``-inf`` scores are never drawn; if fewer than ``k`` entries can be drawn, the
     remaining slots of ``indices`` hold ``-1`` and the mask selects all drawable entries. The
     output is piecewise constant (zero gradient). Cost: O(n) noise plus one ``lax.top_k``.
 
     Args:
       key: A single PRNG key (typed or legacy).
-      scores: Floating array of scores :math:`w` (log-weights).
+      scores: Floating array of scores $w$ (log-weights).
       k: Static sample size, ``1 <= k <= n``.
-      scale: Positive multiplier :math:`\kappa` of the scores (may be traced).
+      scale: Positive multiplier $\kappa$ of the scores (may be traced).
       axis: Axis to sample along.
       where: Optional boolean mask; ``False`` marks padding.
 
     Returns:
-      A :class:`GumbelTopK` ``(indices, mask)``.
+      A `GumbelTopK` ``(indices, mask)``.
 
     Example:
       >>> import jax, jax.numpy as jnp
@@ -600,26 +605,26 @@ def gumbel_attention_mask(
 ) -> jax.Array:
     r"""The Gumbel Reranking (G-Rerank) document mask over the last axis, in ``[0, 1]``.
 
-    ``method="max"`` is the paper's construction, :func:`relaxed_topk_gumbel` with ``k`` draws:
+    ``method="max"`` is the paper's construction, `relaxed_topk_gumbel` with ``k`` draws:
     the element-wise max of ``k`` Gumbel-softmax samples of
-    :math:`\operatorname{softmax}(\kappa\,s)`. Its sum lies between 1 and ``k`` with
+    $\operatorname{softmax}(\kappa\,s)$. Its sum lies between 1 and ``k`` with
     expectation below ``k`` (draws with replacement collide), and it collapses onto one document
-    when one score dominates. ``method="subset"`` is :func:`relaxed_subset_sample` (Xie & Ermon
+    when one score dominates. ``method="subset"`` is `relaxed_subset_sample` (Xie & Ermon
     2019), which keeps the sum at ``k``; here it is clipped to ``[0, 1]`` so that it can weight
     attention. Its entries overshoot 1 mostly at τ ≈ 0.3–1, so the clipped sum dips there (for
     n = 20, k = 5: 3.7–4.5 at τ = 0.5, 4.6–4.8 at τ = 0.1); prefer τ ≲ 0.1 with ``"subset"``.
     See ``docs/gumbel.md`` for the comparison of the two methods.
 
     The documents are the last axis of ``reranker_scores`` (``[..., n_docs]``); use
-    :mod:`rank_relax_jax.attention` to turn the mask into attention biases, or
-    :func:`relaxed_topk_gumbel_log` for the log-space mask. Cost: O(k·n) per list.
+    `rank_relax_jax.attention` to turn the mask into attention biases, or
+    `relaxed_topk_gumbel_log` for the log-space mask. Cost: O(k·n) per list.
 
     Args:
       key: A single PRNG key (typed or legacy).
-      reranker_scores: ``[..., n_docs]`` floating reranker scores :math:`s`.
+      reranker_scores: ``[..., n_docs]`` floating reranker scores $s$.
       k: Static number of documents to keep, ``1 <= k <= n_docs``.
-      temperature: Positive smoothness :math:`\tau` (may be traced); 0.5 as in the paper.
-      scale: Positive multiplier :math:`\kappa` of the scores (may be traced).
+      temperature: Positive smoothness $\tau$ (may be traced); 0.5 as in the paper.
+      scale: Positive multiplier $\kappa$ of the scores (may be traced).
       method: ``"max"`` (max of ``k`` Gumbel-softmax draws) or ``"subset"`` (successive
         softmax).
       where: Optional boolean mask over documents; ``False`` marks padding (never kept).
@@ -712,36 +717,38 @@ def perturbed_topk_mask(
 ) -> jax.Array:
     r"""Perturbed top-k mask: the expected exact top-k mask of noisy inputs (Berthet et al.).
 
-    .. math::
-        y_\sigma(x) = \mathbb{E}_Z\big[y^\star(x + \sigma Z)\big] \approx \frac{1}{S}
-        \sum_{s=1}^{S} y^\star(x + \sigma Z^{(s)}),
+    $$
+    y_\sigma(x) = \mathbb{E}_Z\big[y^\star(x + \sigma Z)\big] \approx \frac{1}{S}
+    \sum_{s=1}^{S} y^\star(x + \sigma Z^{(s)}),
+    $$
 
-    with :math:`y^\star` the exact k-hot top-k mask and :math:`Z` i.i.d. standard Gumbel or
-    normal noise of density :math:`\propto \exp(-\nu(z))`. Its Jacobian is the paper's
+    with $y^\star$ the exact k-hot top-k mask and $Z$ i.i.d. standard Gumbel or
+    normal noise of density $\propto \exp(-\nu(z))$. Its Jacobian is the paper's
     Monte-Carlo estimator (a ``custom_jvp``, so ``grad``, ``jacfwd`` and ``jacrev`` all use it):
 
-    .. math::
-        J_x y_\sigma \approx \frac{1}{S\,\sigma} \sum_s y^\star(x + \sigma Z^{(s)})\,
-        \nabla\nu(Z^{(s)})^\top,
+    $$
+    J_x y_\sigma \approx \frac{1}{S\,\sigma} \sum_s y^\star(x + \sigma Z^{(s)})\,
+    \nabla\nu(Z^{(s)})^\top,
+    $$
 
-    with :math:`\nabla\nu(z) = 1 - e^{-z}` for Gumbel noise and :math:`z` for normal noise
-    (the :math:`1/\sigma` factor included). The derivative in ``sigma`` uses the matching
-    estimator :math:`\frac{1}{S\sigma}\sum_s y^\star (\langle\nabla\nu(Z), Z\rangle - n)`.
+    with $\nabla\nu(z) = 1 - e^{-z}$ for Gumbel noise and $z$ for normal noise
+    (the $1/\sigma$ factor included). The derivative in ``sigma`` uses the matching
+    estimator $\frac{1}{S\sigma}\sum_s y^\star (\langle\nabla\nu(Z), Z\rangle - n)$.
     With ``k = 1`` and Gumbel noise the expectation is exactly
-    :math:`\operatorname{softmax}(x/\sigma)` and the Jacobian
-    :math:`(\operatorname{diag}(p) - pp^\top)/\sigma`. As :math:`\sigma \to 0` the mask tends
-    to :func:`~rank_relax_jax.topk_mask` (ties aside); it sums to exactly ``k`` (to the
+    $\operatorname{softmax}(x/\sigma)$ and the Jacobian
+    $(\operatorname{diag}(p) - pp^\top)/\sigma$. As $\sigma \to 0$ the mask tends
+    to `rank_relax_jax.topk_mask` (ties aside); it sums to exactly ``k`` (to the
     number of selectable entries when there are fewer). Padding and ``-inf`` entries are never
     selected and get zero gradient. The Jacobian estimate is unbiased but noisy: its standard
-    error is about :math:`1/(\sigma\sqrt{S})` per entry. Cost: O(S·n) noise and S
+    error is about $1/(\sigma\sqrt{S})$ per entry. Cost: O(S·n) noise and S
     ``lax.top_k`` per list; memory O(S·n).
 
     Args:
       key: A single PRNG key (typed or legacy).
       x: Floating array of scores.
       k: Static number of entries to select, ``1 <= k <= n``.
-      sigma: Positive noise amplitude :math:`\sigma` (may be traced).
-      num_samples: Static number of Monte-Carlo samples :math:`S`, drawn with ``jax.vmap`` over
+      sigma: Positive noise amplitude $\sigma$ (may be traced).
+      num_samples: Static number of Monte-Carlo samples $S$, drawn with ``jax.vmap`` over
         split keys; forward and Jacobian use the same samples.
       noise: ``"gumbel"`` or ``"normal"``.
       axis: Axis to select along.

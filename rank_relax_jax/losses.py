@@ -11,20 +11,20 @@ axes), takes ``where`` for ragged lists, and reduces the per-list losses with ``
 Padding (``where=False``) never influences a valid item, so a masked list gives the loss of the
 same list with the padding removed, and padding gets exactly zero gradient. A fully masked
 list, a list of length 1 and a list whose labels carry no ordering information (all equal, or
-no relevant item for :func:`ndcg_loss`) give a finite loss with a finite (zero or harmless)
+no relevant item for `ndcg_loss`) give a finite loss with a finite (zero or harmless)
 gradient; each loss documents its value there.
 
 =============================  ==============================================  ===========
 loss                           what it is                                       cost
 =============================  ==============================================  ===========
-:func:`spearman_loss`          1 − Pearson(soft ranks of scores, ranks of       that of the
+`spearman_loss`          1 − Pearson(soft ranks of scores, ranks of       that of the
                                labels) (Blondel et al. 2020)                   soft rank
-:func:`ndcg_loss`              1 − soft NDCG@k from soft ranks (ApproxNDCG,     that of the
+`ndcg_loss`              1 − soft NDCG@k from soft ranks (ApproxNDCG,     that of the
                                Qin et al. 2010, with any soft-rank method)      soft rank
-:func:`listmle_loss`           Plackett–Luce NLL of the label order             O(n log n)
+`listmle_loss`           Plackett–Luce NLL of the label order             O(n log n)
                                (Xia et al. 2008)
-:func:`listnet_loss`           top-one softmax cross-entropy (Cao et al. 2007)  O(n)
-:func:`pairwise_logistic_loss` RankNet logistic loss over pairs                 O(n²)
+`listnet_loss`           top-one softmax cross-entropy (Cao et al. 2007)  O(n)
+`pairwise_logistic_loss` RankNet logistic loss over pairs                 O(n²)
                                (Burges et al. 2005)
 =============================  ==============================================  ===========
 """
@@ -92,15 +92,16 @@ def spearman_loss(
 ) -> jax.Array:
     r"""Soft Spearman loss: one minus the correlation of soft and exact ranks.
 
-    .. math::
-        \ell(s, y) = 1 - \operatorname{corr}\big(\tilde r_\tau(s),\ r(y)\big)
+    $$
+    \ell(s, y) = 1 - \operatorname{corr}\big(\tilde r_\tau(s),\ r(y)\big)
+    $$
 
-    with :math:`\tilde r_\tau` :func:`~rank_relax_jax.ranking.soft_rank` of the scores (any
-    method), :math:`r(y)` the exact average ranks of the labels
-    (:func:`~rank_relax_jax.ranking.rank`, ties share their mean rank, as
+    with $\tilde r_\tau$ `rank_relax_jax.ranking.soft_rank` of the scores (any
+    method), $r(y)$ the exact average ranks of the labels
+    (`rank_relax_jax.ranking.rank`, ties share their mean rank, as
     ``scipy.stats.spearmanr``) and corr the Pearson correlation over the valid items. As
-    :math:`\tau \to 0` it tends to :math:`1 - \rho_{\text{Spearman}}` for distinct scores, so it
-    lies in :math:`[0, 2]` and is 0 for a perfectly ordered prediction. A list with fewer than two
+    $\tau \to 0$ it tends to $1 - \rho_{\text{Spearman}}$ for distinct scores, so it
+    lies in $[0, 2]$ and is 0 for a perfectly ordered prediction. A list with fewer than two
     valid items or constant labels has no ranking to learn and gets loss 0 (zero gradient);
     constant soft ranks (e.g. a huge temperature) give loss 1 with zero gradient. Blondel et al.
     (2020), "Fast Differentiable Sorting and Ranking", Sec. 6.
@@ -108,7 +109,7 @@ def spearman_loss(
     Args:
       scores: Floating array of predictions.
       labels: Targets of the same shape (any real dtype); only their order matters.
-      method: A :func:`~rank_relax_jax.ranking.soft_rank` method.
+      method: A `rank_relax_jax.ranking.soft_rank` method.
       temperature: Positive smoothness of the soft rank (may be traced).
       axis: The list axis.
       where: Optional boolean mask broadcastable to ``scores``; ``False`` marks padding.
@@ -166,21 +167,22 @@ def ndcg_loss(
 ) -> jax.Array:
     r"""Soft NDCG loss: one minus NDCG@k computed from soft ranks.
 
-    .. math::
-        \ell(s, y) = 1 - \frac{1}{\mathrm{IDCG@k}} \sum_i
-        \frac{g(y_i)}{\log_2(1 + \tilde r_i)}\ \sigma\!\Big(\frac{k + \tfrac12 - \tilde r_i}
-        {\tau_k}\Big)
+    $$
+    \ell(s, y) = 1 - \frac{1}{\mathrm{IDCG@k}} \sum_i
+    \frac{g(y_i)}{\log_2(1 + \tilde r_i)}\ \sigma\!\Big(\frac{k + \tfrac12 - \tilde r_i}
+    {\tau_k}\Big)
+    $$
 
-    with :math:`\tilde r = ` :func:`~rank_relax_jax.ranking.soft_rank` ``(s, descending=True)``
-    (rank 1 = highest score; any method), :math:`g` the gain (``"exp2"``: :math:`2^y - 1`,
-    ``"linear"``: :math:`y`) and IDCG@k the exact ideal DCG@k (as
-    :func:`~rank_relax_jax.metrics.ndcg`). Both the discount and the top-k cutoff are relaxed:
-    the indicator :math:`[\tilde r_i \le k]` becomes a sigmoid in rank units centred half way
-    between positions ``k`` and ``k + 1``, of width ``cutoff_temperature`` :math:`\tau_k`; with
+    with $\tilde r = $ `rank_relax_jax.ranking.soft_rank` ``(s, descending=True)``
+    (rank 1 = highest score; any method), $g$ the gain (``"exp2"``: $2^y - 1$,
+    ``"linear"``: $y$) and IDCG@k the exact ideal DCG@k (as
+    `rank_relax_jax.metrics.ndcg`). Both the discount and the top-k cutoff are relaxed:
+    the indicator $[\tilde r_i \le k]$ becomes a sigmoid in rank units centred half way
+    between positions ``k`` and ``k + 1``, of width ``cutoff_temperature`` $\tau_k$; with
     ``k=None``, or for a list of at most ``k`` valid items, there is no cutoff. As
-    ``temperature`` and :math:`\tau_k \to 0` the loss tends to ``1 - ndcg(scores, labels, k=k)``
+    ``temperature`` and $\tau_k \to 0$ the loss tends to ``1 - ndcg(scores, labels, k=k)``
     for distinct scores. A narrow cutoff gives almost no gradient to relevant items ranked
-    far below ``k`` (the usual weakness of NDCG@k training); a :math:`\tau_k` of about a rank,
+    far below ``k`` (the usual weakness of NDCG@k training); a $\tau_k$ of about a rank,
     or ``k=None`` (as in the example), keeps that gradient.
 
     The default ``method="isotonic"`` (the permutahedron projection of Blondel et al. 2020)
@@ -197,7 +199,7 @@ def ndcg_loss(
       scores: Floating array of predictions; higher = ranked first.
       labels: Non-negative relevance of the same shape (any real dtype).
       k: Optional static cutoff (``None``: the whole list).
-      method: A :func:`~rank_relax_jax.ranking.soft_rank` method.
+      method: A `rank_relax_jax.ranking.soft_rank` method.
       temperature: Positive smoothness of the soft rank (may be traced).
       cutoff_temperature: Positive width of the relaxed top-k cutoff, in rank units (may be
         traced); unused when ``k`` is ``None``.
@@ -253,10 +255,11 @@ def listmle_loss(
 ) -> jax.Array:
     r"""ListMLE: the Plackett–Luce negative log-likelihood of the order given by the labels.
 
-    Without ties, with :math:`\pi` the items sorted by decreasing label,
+    Without ties, with $\pi$ the items sorted by decreasing label,
 
-    .. math::
-        \ell(s, y) = \sum_{p=1}^{m} \Big(\log \sum_{q \ge p} e^{s_{\pi(q)}} - s_{\pi(p)}\Big),
+    $$
+    \ell(s, y) = \sum_{p=1}^{m} \Big(\log \sum_{q \ge p} e^{s_{\pi(q)}} - s_{\pi(p)}\Big),
+    $$
 
     computed with a reverse cumulative logsumexp (``jax.lax.cumlogsumexp``), which is stable
     for scores of any magnitude. Xia, Liu, Wang, Zhang & Li (2008), "Listwise approach to
@@ -267,7 +270,7 @@ def listmle_loss(
     Cox partial likelihood). The loss is therefore the same for every order of the tied items
     (deterministic, no key), equals ListMLE when there are no ties, and has its infimum where
     tied items get equal scores and better groups score higher. Constant labels give
-    :math:`-\sum_i \log \operatorname{softmax}(s)_i \ge m \log m`, a finite loss that is smallest
+    $-\sum_i \log \operatorname{softmax}(s)_i \ge m \log m$, a finite loss that is smallest
     for equal scores. A list of length 1 gives 0; a fully masked list gives 0. Cost: one
     O(n log n) sort and an O(n) scan.
 
@@ -316,12 +319,13 @@ def listnet_loss(
 ) -> jax.Array:
     r"""ListNet: cross-entropy between the top-one probabilities of labels and scores.
 
-    .. math::
-        \ell(s, y) = -\sum_i \operatorname{softmax}(y)_i \log \operatorname{softmax}(s)_i
+    $$
+    \ell(s, y) = -\sum_i \operatorname{softmax}(y)_i \log \operatorname{softmax}(s)_i
+    $$
 
     over the valid items (Cao, Qin, Liu, Tsai & Li 2007, top-one probability with
-    :math:`\varphi = \exp`). It is minimized by ``scores = labels + c``, which orders the items
-    correctly; its minimum is the entropy of :math:`\operatorname{softmax}(y)`, not 0. Ties in
+    $\varphi = \exp$). It is minimized by ``scores = labels + c``, which orders the items
+    correctly; its minimum is the entropy of $\operatorname{softmax}(y)$, not 0. Ties in
     the labels get equal target probability. Constant labels give a uniform target (the
     loss is smallest for equal scores); a list of length 1 and a fully masked list give 0.
     Cost: O(n).
@@ -361,9 +365,10 @@ def pairwise_logistic_loss(
 ) -> jax.Array:
     r"""RankNet: logistic loss on every pair of items with different labels.
 
-    .. math::
-        \ell(s, y) = \frac{1}{|P|} \sum_{(i, j) \in P} \log\big(1 + e^{-(s_i - s_j)}\big),
-        \qquad P = \{(i, j) : y_i > y_j\}
+    $$
+    \ell(s, y) = \frac{1}{|P|} \sum_{(i, j) \in P} \log\big(1 + e^{-(s_i - s_j)}\big),
+    \qquad P = \{(i, j) : y_i > y_j\}
+    $$
 
     over valid pairs (Burges et al. 2005, "Learning to rank using gradient descent"). The mean
     over pairs makes lists of different lengths weigh the same. Pairs with tied labels carry

@@ -10,18 +10,18 @@ Ragged lists: ``where`` (boolean, broadcastable to ``scores``) marks padding wit
 masked list gives exactly the value of the same list with the padding removed. A fully masked
 list gives 0.
 
-Ties in ``scores``: for the position-based metrics (:func:`ndcg`, :func:`precision_at_k`,
-:func:`recall_at_k`, :func:`mrr`) the value is the *expectation over all orderings of the
+Ties in ``scores``: for the position-based metrics (`ndcg`, `precision_at_k`,
+`recall_at_k`, `mrr`) the value is the *expectation over all orderings of the
 tied items*, i.e. what a uniformly random tie-break gives on average. For NDCG this is exactly
-scikit-learn's ``ndcg_score`` (gains averaged over each tie group). :func:`average_precision`
+scikit-learn's ``ndcg_score`` (gains averaged over each tie group). `average_precision`
 follows scikit-learn's ``average_precision_score`` (a tie group is one threshold of the
-precision-recall curve), :func:`spearman` follows ``scipy.stats.spearmanr`` (average ranks) and
-:func:`kendall_tau` is scipy's tau-b. No metric returns NaN for a list without any relevant
+precision-recall curve), `spearman` follows ``scipy.stats.spearmanr`` (average ranks) and
+`kendall_tau` is scipy's tau-b. No metric returns NaN for a list without any relevant
 item or with constant inputs; each documents the value it gives instead. A NaN score makes its
 list's value NaN.
 
 These are piecewise-constant functions of the scores; their gradient is zero (the inputs pass
-through ``stop_gradient``). For training use :mod:`rank_relax_jax.losses`.
+through ``stop_gradient``). For training use `rank_relax_jax.losses`.
 
 References: Järvelin & Kekäläinen (2002), Cumulated gain-based evaluation of IR techniques;
 McSherry & Najork (2008), Computing information retrieval performance measures efficiently in
@@ -146,12 +146,13 @@ def ndcg(
 ) -> jax.Array:
     r"""Normalized discounted cumulative gain (NDCG@k) of each list.
 
-    .. math::
-        \mathrm{DCG@k} = \sum_{p=1}^{k} \frac{g(y_{\pi(p)})}{\log_2(p + 1)}, \qquad
-        \mathrm{NDCG@k} = \frac{\mathrm{DCG@k}}{\mathrm{IDCG@k}}
+    $$
+    \mathrm{DCG@k} = \sum_{p=1}^{k} \frac{g(y_{\pi(p)})}{\log_2(p + 1)}, \qquad
+    \mathrm{NDCG@k} = \frac{\mathrm{DCG@k}}{\mathrm{IDCG@k}}
+    $$
 
-    with :math:`\pi` the order of decreasing scores, :math:`g(y) = 2^y - 1` (``gain="exp2"``,
-    the usual learning-to-rank gain, as LightGBM's default ``label_gain``) or :math:`g(y) = y`
+    with $\pi$ the order of decreasing scores, $g(y) = 2^y - 1$ (``gain="exp2"``,
+    the usual learning-to-rank gain, as LightGBM's default ``label_gain``) or $g(y) = y$
     (``gain="linear"``, as scikit-learn's ``ndcg_score``), and IDCG@k the DCG@k of the labels
     sorted in decreasing order.
 
@@ -257,9 +258,9 @@ def precision_at_k(
 ) -> jax.Array:
     r"""Fraction of the top ``k`` ranked items that are relevant (``labels > 0``).
 
-    The denominator is :math:`\min(k, m)` for a list of :math:`m` valid items, so a short list
+    The denominator is $\min(k, m)$ for a list of $m$ valid items, so a short list
     whose items are all relevant scores 1 (as TF-Ranking's precision). Ties in ``scores`` are
-    handled as in :func:`recall_at_k` (expectation over random tie-breaks). A fully masked list
+    handled as in `recall_at_k` (expectation over random tie-breaks). A fully masked list
     gets 0. Cost: O(n log n).
 
     Args:
@@ -295,10 +296,10 @@ def mrr(
     r"""Reciprocal rank of the first relevant item (``labels > 0``); its mean is the MRR.
 
     With a cutoff ``k``, a first relevant item below position ``k`` gives 0. Ties in
-    ``scores``: the value is the exact expectation of :math:`1/p` over random tie-breaks.
-    If the best tie group that holds a relevant item starts at position :math:`f`, has
-    :math:`g` items of which :math:`r` are relevant, the first relevant item lands at
-    :math:`f - 1 + j` with probability :math:`\binom{g-j}{r-1} / \binom{g}{r}`. A list without
+    ``scores``: the value is the exact expectation of $1/p$ over random tie-breaks.
+    If the best tie group that holds a relevant item starts at position $f$, has
+    $g$ items of which $r$ are relevant, the first relevant item lands at
+    $f - 1 + j$ with probability $\binom{g-j}{r-1} / \binom{g}{r}$. A list without
     any relevant item gets 0. Cost: O(n log n).
 
     Args:
@@ -357,11 +358,12 @@ def average_precision(
 ) -> jax.Array:
     r"""Average precision of each list (its mean over queries is MAP).
 
-    .. math::
-        \mathrm{AP} = \frac{1}{R} \sum_{i:\,y_i > 0} \mathrm{P}(t_i), \qquad
-        \mathrm{P}(t) = \frac{|\{j : y_j > 0,\ s_j \ge t\}|}{|\{j : s_j \ge t\}|}
+    $$
+    \mathrm{AP} = \frac{1}{R} \sum_{i:\,y_i > 0} \mathrm{P}(t_i), \qquad
+    \mathrm{P}(t) = \frac{|\{j : y_j > 0,\ s_j \ge t\}|}{|\{j : s_j \ge t\}|}
+    $$
 
-    with :math:`R` the number of relevant items (``labels > 0``) and :math:`t_i = s_i`. Ties in
+    with $R$ the number of relevant items (``labels > 0``) and $t_i = s_i$. Ties in
     ``scores`` are one threshold, so a tie group is counted as a whole: this equals
     ``sklearn.metrics.average_precision_score`` on the list. A list without any relevant item
     gets 0. Cost: O(n log n).
@@ -418,7 +420,7 @@ def spearman(
     axis: int = -1,
     where: ArrayLike | None = None,
 ) -> jax.Array:
-    r"""Spearman's rank correlation :math:`\rho` of each list.
+    r"""Spearman's rank correlation $\rho$ of each list.
 
     The Pearson correlation of the average ranks (ties get the mean of the ranks they span),
     exactly ``scipy.stats.spearmanr``. Symmetric in its two arguments. Where it is undefined
@@ -432,7 +434,7 @@ def spearman(
       where: Optional boolean mask broadcastable to ``scores``; ``False`` marks padding.
 
     Returns:
-      :math:`\rho \in [-1, 1]` with ``axis`` removed, in the dtype of ``scores``.
+      $\rho \in [-1, 1]$ with ``axis`` removed, in the dtype of ``scores``.
 
     Example:
       >>> import jax.numpy as jnp
@@ -455,13 +457,14 @@ def kendall_tau(
     axis: int = -1,
     where: ArrayLike | None = None,
 ) -> jax.Array:
-    r"""Kendall's :math:`\tau_b` rank correlation of each list, as ``scipy.stats.kendalltau``.
+    r"""Kendall's $\tau_b$ rank correlation of each list, as ``scipy.stats.kendalltau``.
 
-    .. math::
-        \tau_b = \frac{\sum_{i<j} \operatorname{sgn}(s_i - s_j)\operatorname{sgn}(y_i - y_j)}
-        {\sqrt{(n_0 - n_s)(n_0 - n_y)}}
+    $$
+    \tau_b = \frac{\sum_{i<j} \operatorname{sgn}(s_i - s_j)\operatorname{sgn}(y_i - y_j)}
+    {\sqrt{(n_0 - n_s)(n_0 - n_y)}}
+    $$
 
-    with :math:`n_0 = m(m-1)/2` pairs and :math:`n_s`, :math:`n_y` the pairs tied in each
+    with $n_0 = m(m-1)/2$ pairs and $n_s$, $n_y$ the pairs tied in each
     input, so ties are corrected for as in tau-b. Symmetric in its two arguments. Where it is
     undefined (either input constant among the valid items, or fewer than two of them) it is 0,
     whereas scipy returns NaN. Cost: O(n²) time and memory per list (pairwise signs).
@@ -473,7 +476,7 @@ def kendall_tau(
       where: Optional boolean mask broadcastable to ``scores``; ``False`` marks padding.
 
     Returns:
-      :math:`\tau_b \in [-1, 1]` with ``axis`` removed, in the dtype of ``scores``.
+      $\tau_b \in [-1, 1]$ with ``axis`` removed, in the dtype of ``scores``.
 
     Example:
       >>> import jax.numpy as jnp

@@ -1,13 +1,13 @@
 """Soft ranking, soft sorting and relaxed permutation matrices, and exact ranks.
 
 The public functions here validate their arguments, handle ``axis``, ``where`` and dtypes through
-:mod:`rank_relax_jax._axis`, and dispatch to a relaxation implemented once over the last axis in
-:mod:`rank_relax_jax.methods`. Exact ranks follow ``scipy.stats.rankdata``.
+`rank_relax_jax._axis`, and dispatch to a relaxation implemented once over the last axis in
+`rank_relax_jax.methods`. Exact ranks follow ``scipy.stats.rankdata``.
 """
 
 from __future__ import annotations
 
-import importlib
+from collections.abc import Callable
 from typing import Any
 
 import jax
@@ -15,21 +15,22 @@ import jax.numpy as jnp
 from jax.typing import ArrayLike
 
 from rank_relax_jax import _axis, _checks
+from rank_relax_jax.methods import isotonic, pairwise, permutation, smoothi
 
-# (operation, method) -> (module in rank_relax_jax.methods, kernel name). Kernels take
-# ``(x, mask, temperature, *, descending, **options)`` over the last axis; see methods/__init__.py.
-_KERNELS: dict[tuple[str, str], tuple[str, str]] = {
-    ("rank", "isotonic"): ("isotonic", "isotonic_rank"),
-    ("rank", "sigmoid"): ("pairwise", "sigmoid_rank"),
-    ("rank", "probabilistic"): ("pairwise", "probabilistic_rank"),
-    ("rank", "neuralsort"): ("permutation", "neuralsort_rank"),
-    ("rank", "softsort"): ("permutation", "softsort_rank"),
-    ("rank", "smoothi"): ("smoothi", "smoothi_rank"),
-    ("sort", "isotonic"): ("isotonic", "isotonic_sort"),
-    ("sort", "neuralsort"): ("permutation", "neuralsort_sort"),
-    ("sort", "softsort"): ("permutation", "softsort_sort"),
-    ("permutation", "neuralsort"): ("permutation", "neuralsort_permutation"),
-    ("permutation", "softsort"): ("permutation", "softsort_permutation"),
+# (operation, method) -> kernel over the last axis, called as
+# ``kernel(x, mask, temperature, *, descending, **options)``; see methods/__init__.py.
+_KERNELS: dict[tuple[str, str], Callable[..., jax.Array]] = {
+    ("rank", "isotonic"): isotonic.isotonic_rank,
+    ("rank", "sigmoid"): pairwise.sigmoid_rank,
+    ("rank", "probabilistic"): pairwise.probabilistic_rank,
+    ("rank", "neuralsort"): permutation.neuralsort_rank,
+    ("rank", "softsort"): permutation.softsort_rank,
+    ("rank", "smoothi"): smoothi.smoothi_rank,
+    ("sort", "isotonic"): isotonic.isotonic_sort,
+    ("sort", "neuralsort"): permutation.neuralsort_sort,
+    ("sort", "softsort"): permutation.softsort_sort,
+    ("permutation", "neuralsort"): permutation.neuralsort_permutation,
+    ("permutation", "softsort"): permutation.softsort_permutation,
 }
 
 RANK_METHODS = tuple(m for op, m in _KERNELS if op == "rank")
@@ -37,11 +38,6 @@ SORT_METHODS = tuple(m for op, m in _KERNELS if op == "sort")
 PERMUTATION_METHODS = tuple(m for op, m in _KERNELS if op == "permutation")
 REGULARIZATIONS = ("l2", "kl")
 TIES = ("average", "min", "max", "dense", "ordinal")
-
-
-def _kernel(op: str, method: str):
-    module, name = _KERNELS[(op, method)]
-    return getattr(importlib.import_module(f"rank_relax_jax.methods.{module}"), name)
 
 
 def _options(fn: str, method: str, regularization: str) -> dict[str, Any]:
@@ -114,7 +110,7 @@ def soft_rank(
     options = _options(fn, method, regularization)
     frame = _axis.prepare(fn, x, axis=axis, where=where)
     t = frame.temperature(temperature)
-    out = _kernel("rank", method)(frame.x, frame.mask, t, descending=bool(descending), **options)
+    out = _KERNELS[("rank", method)](frame.x, frame.mask, t, descending=bool(descending), **options)
     return frame.finish_elementwise(out)
 
 
@@ -158,7 +154,7 @@ def soft_sort(
     options = _options(fn, method, regularization)
     frame = _axis.prepare(fn, x, axis=axis, where=where)
     t = frame.temperature(temperature)
-    out = _kernel("sort", method)(frame.x, frame.mask, t, descending=bool(descending), **options)
+    out = _KERNELS[("sort", method)](frame.x, frame.mask, t, descending=bool(descending), **options)
     return frame.finish_sorted(out)
 
 
@@ -202,7 +198,7 @@ def soft_permutation(
     _checks.check_choice(fn, "method", method, PERMUTATION_METHODS)
     frame = _axis.prepare(fn, x, axis=axis, where=where)
     t = frame.temperature(temperature)
-    out = _kernel("permutation", method)(frame.x, frame.mask, t, descending=bool(descending))
+    out = _KERNELS[("permutation", method)](frame.x, frame.mask, t, descending=bool(descending))
     return frame.finish_matrix(out)
 
 
@@ -221,7 +217,7 @@ def rank(
     or ``"ordinal"`` (distinct ranks in index order). ``descending=True`` ranks ``-x``. A list
     holding a NaN gets NaN ranks at every valid entry (scipy's ``nan_policy="propagate"``). The
     output is piecewise constant, so its gradient is zero; it is the zero-temperature
-    reference for :func:`soft_rank`. Cost: one O(n log n) sort and an O(n) scatter.
+    reference for `soft_rank`. Cost: one O(n log n) sort and an O(n) scatter.
 
     Args:
       x: Floating array.

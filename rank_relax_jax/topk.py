@@ -4,18 +4,17 @@
 ``isotonic`` projects onto the capped simplex {m ∈ [0, 1]ⁿ : Σm = k} with the permutahedron
 machinery of Blondel et al. (2020) (L2: sparse, Sander et al. 2023), ``sigmoid`` thresholds at the
 midpoint between the k-th and (k+1)-th largest values. The sampling-based
-``perturbed_topk_mask`` (Berthet et al. 2020) lives in :mod:`rank_relax_jax.gumbel`.
+``perturbed_topk_mask`` (Berthet et al. 2020) lives in `rank_relax_jax.gumbel`.
 """
 
 from __future__ import annotations
-
-import importlib
 
 import jax
 import jax.numpy as jnp
 from jax.typing import ArrayLike
 
 from rank_relax_jax import _axis, _checks
+from rank_relax_jax.methods import isotonic
 
 TOPK_METHODS = ("isotonic", "sigmoid")
 
@@ -108,7 +107,7 @@ def soft_topk_mask(
 
     ``method="sigmoid"`` is $\sigma((x_i - t)/\tau)$ with $t$ the midpoint between
     the k-th and (k+1)-th largest values (differentiated too); its sum is close to,
-    not exactly, ``k``. Both tend to :func:`topk_mask` as $\tau \to 0$ for distinct
+    not exactly, ``k``. Both tend to `topk_mask` as $\tau \to 0$ for distinct
     values.
 
     Args:
@@ -119,7 +118,7 @@ def soft_topk_mask(
       axis: Axis to select along.
       where: Optional boolean mask; padding gets 0 and zero gradient, and a list with at most
         ``k`` valid entries selects all of them.
-      hard: If True, return the exact :func:`topk_mask` in the forward pass with the soft
+      hard: If True, return the exact `topk_mask` in the forward pass with the soft
         mask's gradient (straight-through).
       regularization: ``"l2"`` or ``"kl"``; only for ``method="isotonic"``.
 
@@ -147,7 +146,6 @@ def soft_topk_mask(
     if method == "sigmoid":
         soft = _sigmoid_topk(frame.x, frame.mask, k, t)
     else:
-        isotonic = importlib.import_module("rank_relax_jax.methods.isotonic")
         soft = isotonic.isotonic_topk_mask(frame.x, frame.mask, k, t, regularization=regularization)
     if hard:
         soft = _straight_through(_hard_topk(jax.lax.stop_gradient(frame.x), frame.mask, k), soft)

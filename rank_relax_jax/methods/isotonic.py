@@ -29,7 +29,7 @@ Forward values follow the reference implementation (google-research/fast-soft-so
   segments, kept up to date in O(n) per level. Work O(n log n), sequential depth
   O(32 + log³ n / 4); the searches are ``fori_loop``s, so the compiled program stays small.
 * **O(n) derivatives.** The Jacobian of PAV is block-constant: block means for L2, block softmax
-  weights for KL (Blondel et al., Sec. 4). :func:`_proj_l2` and :func:`_proj_kl` carry a
+  weights for KL (Blondel et al., Sec. 4). `_proj_l2` and `_proj_kl` carry a
   ``jax.custom_jvp`` whose tangent is one scatter-add and one gather over the blocks; JAX
   transposes it for reverse mode, so no ``n × n`` matrix exists anywhere.
 """
@@ -433,15 +433,15 @@ def _positions(x, mask):
 
 @functools.partial(jax.jit, static_argnames=("descending", "regularization"))
 def isotonic_rank(x, mask, temperature, *, descending, regularization="l2"):
-    r"""Soft ranks as the projection of :math:`\pm x/\varepsilon` onto the permutahedron.
+    r"""Soft ranks as the projection of $\pm x/\varepsilon$ onto the permutahedron.
 
-    L2: :math:`P(a x/\varepsilon, \rho)`; KL: :math:`\exp P(a x/\varepsilon, \log\rho)` with
-    :math:`\rho = (n, \dots, 1)`, :math:`a = \pm 1`. O(n log n) time, O(n) memory; O(n) JVP/VJP.
+    L2: $P(a x/\varepsilon, \rho)$; KL: $\exp P(a x/\varepsilon, \log\rho)$ with
+    $\rho = (n, \dots, 1)$, $a = \pm 1$. O(n log n) time, O(n) memory; O(n) JVP/VJP.
 
     Args:
       x: ``[..., n]`` scores (padding already 0).
       mask: ``[..., n]`` boolean validity mask or None.
-      temperature: Scalar :math:`\varepsilon > 0`.
+      temperature: Scalar $\varepsilon > 0$.
       descending: If True, rank 1 is the largest value.
       regularization: ``"l2"`` or ``"kl"``.
 
@@ -476,15 +476,15 @@ def _rows(valid, like):
 
 @functools.partial(jax.jit, static_argnames=("descending", "regularization"))
 def isotonic_sort(x, mask, temperature, *, descending, regularization="l2"):
-    r"""Soft sort: :math:`d\,(\rho/\varepsilon - \mathrm{iso}(\rho/\varepsilon, \mathrm{sorted}_\downarrow(d x)))`.
+    r"""Soft sort: $d\,(\rho/\varepsilon - \mathrm{iso}(\rho/\varepsilon, \mathrm{sorted}_\downarrow(d x)))$.
 
-    With :math:`d = +1` for descending and :math:`-1` for ascending order. The ``m`` valid
+    With $d = +1$ for descending and $-1$ for ascending order. The ``m`` valid
     values fill the first ``m`` slots. O(n log n) time, O(n) memory; O(n) JVP/VJP.
 
     Args:
       x: ``[..., n]`` values (padding already 0).
       mask: ``[..., n]`` boolean validity mask or None.
-      temperature: Scalar :math:`\varepsilon > 0`.
+      temperature: Scalar $\varepsilon > 0$.
       descending: If True, sort from largest to smallest.
       regularization: ``"l2"`` or ``"kl"``.
 
@@ -509,18 +509,18 @@ def isotonic_sort(x, mask, temperature, *, descending, regularization="l2"):
 
 @functools.partial(jax.jit, static_argnames=("k", "regularization"))
 def isotonic_topk_mask(x, mask, k, temperature, *, regularization="l2"):
-    r"""Soft top-k mask: projection of :math:`x/\varepsilon` onto the capped simplex.
+    r"""Soft top-k mask: projection of $x/\varepsilon$ onto the capped simplex.
 
-    The capped simplex :math:`\{m \in [0,1]^n : \sum_i m_i = k\}` is the permutahedron of the
-    k-hot vector :math:`w = (1, \dots, 1, 0, \dots, 0)`, so the mask is
-    :math:`P(x/\varepsilon, w)` with the same PAV machinery as :func:`isotonic_rank`.
+    The capped simplex $\{m \in [0,1]^n : \sum_i m_i = k\}$ is the permutahedron of the
+    k-hot vector $w = (1, \dots, 1, 0, \dots, 0)$, so the mask is
+    $P(x/\varepsilon, w)$ with the same PAV machinery as `isotonic_rank`.
 
-    * L2: :math:`m = \mathrm{clip}(x/\varepsilon - \tau, 0, 1)` with :math:`\tau` such that the
+    * L2: $m = \mathrm{clip}(x/\varepsilon - \tau, 0, 1)$ with $\tau$ such that the
       sum is ``k``: exact 0s and 1s away from the threshold (Sander et al. 2023).
-    * KL: the KL (Bregman) projection of :math:`e^{x/\varepsilon}` onto the capped simplex,
-      :math:`m_i = \min(1, e^{x_i/\varepsilon - \tau})`, i.e. :math:`\exp P(x/\varepsilon,
-      \log w)` with :math:`\log 0 = -\infty`: the entries below the threshold share the
-      remaining mass in proportion to :math:`e^{x_i/\varepsilon}`; every entry is positive.
+    * KL: the KL (Bregman) projection of $e^{x/\varepsilon}$ onto the capped simplex,
+      $m_i = \min(1, e^{x_i/\varepsilon - \tau})$, i.e. $\exp P(x/\varepsilon,
+      \log w)$ with $\log 0 = -\infty$: the entries below the threshold share the
+      remaining mass in proportion to $e^{x_i/\varepsilon}$; every entry is positive.
 
     Lists with ``m <= k`` valid entries select every valid entry (all 1s).
 
@@ -528,7 +528,7 @@ def isotonic_topk_mask(x, mask, k, temperature, *, regularization="l2"):
       x: ``[..., n]`` scores (padding already 0).
       mask: ``[..., n]`` boolean validity mask or None.
       k: Static number of entries to select.
-      temperature: Scalar :math:`\varepsilon > 0`.
+      temperature: Scalar $\varepsilon > 0$.
       regularization: ``"l2"`` or ``"kl"``.
 
     Returns:

@@ -1,20 +1,20 @@
 r"""Pairwise soft ranks: sigmoid (ApproxNDCG) and probabilistic (SoftRank) relaxations.
 
-Both methods replace the indicator in the exact rank :math:`1 + \sum_{j \ne i} [x_i > x_j]` by
-a smooth step :math:`f` of the scaled difference:
+Both methods replace the indicator in the exact rank $1 + \sum_{j \ne i} [x_i > x_j]$ by
+a smooth step $f$ of the scaled difference:
 
-* ``sigmoid``: :math:`f = \sigma`, scale :math:`\tau` — the smooth position of ApproxNDCG
+* ``sigmoid``: $f = \sigma$, scale $\tau$ — the smooth position of ApproxNDCG
   (T. Qin, T.-Y. Liu and H. Li, "A general approximation framework for direct optimization of
   information retrieval measures", Information Retrieval 13, 2010).
-* ``probabilistic``: :math:`f = \Phi` (standard normal CDF), scale :math:`\sqrt 2 \tau` — the
+* ``probabilistic``: $f = \Phi$ (standard normal CDF), scale $\sqrt 2 \tau$ — the
   expected rank of SoftRank when every score carries independent Gaussian noise of standard
-  deviation :math:`\tau` (M. Taylor, J. Guiver, S. Robertson and T. Minka, "SoftRank: optimizing
+  deviation $\tau$ (M. Taylor, J. Guiver, S. Robertson and T. Minka, "SoftRank: optimizing
   non-smooth rank metrics", WSDM 2008).
 
-Memory. The sum has :math:`n^2` terms, but no :math:`n \times n` array is ever formed once a
-list is long: the rows :math:`i` are processed in blocks (a ``lax.scan``) whose block height is
-chosen so that one block holds about :data:`BLOCK_ELEMENTS` pairwise terms, and the scan body is
-wrapped in :func:`jax.checkpoint`. Reverse-mode autodiff of a checkpointed scan body saves only
+Memory. The sum has $n^2$ terms, but no $n \times n$ array is ever formed once a
+list is long: the rows $i$ are processed in blocks (a ``lax.scan``) whose block height is
+chosen so that one block holds about `BLOCK_ELEMENTS` pairwise terms, and the scan body is
+wrapped in `jax.checkpoint`. Reverse-mode autodiff of a checkpointed scan body saves only
 the body's inputs (the block's scores, O(block)) and recomputes the pairwise terms blockwise in
 the backward pass, so forward *and* backward need O(n · block) memory while plain ``jvp``,
 ``vjp``, ``jacfwd``, ``jacrev``, ``vmap`` and higher derivatives all keep working (a
@@ -90,24 +90,24 @@ def sigmoid_rank(
 ) -> jax.Array:
     r"""Pairwise logistic soft rank (ApproxNDCG's smooth position).
 
-    .. math::
+    $$
+    r_i = 1 + \sum_{j \ne i,\ j \text{ valid}} \sigma\!\left(a\,\frac{x_i - x_j}{\tau}\right),
+    \qquad a = +1 \text{ (ascending)},\ -1 \text{ (descending)}.
+    $$
 
-        r_i = 1 + \sum_{j \ne i,\ j \text{ valid}} \sigma\!\left(a\,\frac{x_i - x_j}{\tau}\right),
-        \qquad a = +1 \text{ (ascending)},\ -1 \text{ (descending)}.
-
-    Ties get the average rank exactly (:math:`\sigma(0) = 1/2`), and the ranks of a list of
-    ``m`` valid entries always sum to :math:`m(m+1)/2` because
-    :math:`\sigma(z) + \sigma(-z) = 1`. As :math:`\tau \to 0` each term tends to the indicator
-    :math:`[a x_i > a x_j]`, so :math:`r_i` tends to the exact (average-tie) rank; the error for a
-    gap :math:`g` is at most :math:`(m-1)\,e^{-g/\tau}`. As :math:`\tau \to \infty` every rank
-    tends to :math:`(m+1)/2`.
+    Ties get the average rank exactly ($\sigma(0) = 1/2$), and the ranks of a list of
+    ``m`` valid entries always sum to $m(m+1)/2$ because
+    $\sigma(z) + \sigma(-z) = 1$. As $\tau \to 0$ each term tends to the indicator
+    $[a x_i > a x_j]$, so $r_i$ tends to the exact (average-tie) rank; the error for a
+    gap $g$ is at most $(m-1)\,e^{-g/\tau}$. As $\tau \to \infty$ every rank
+    tends to $(m+1)/2$.
 
     Cost: O(n²) time; O(n · block) memory in forward and backward (see module docstring).
 
     Args:
       x: ``[..., n]`` scores (padding already replaced by 0).
       mask: ``[..., n]`` validity mask or ``None``.
-      temperature: Scalar :math:`\tau > 0` (may be traced).
+      temperature: Scalar $\tau > 0$ (may be traced).
       descending: If True, rank 1 is the largest score.
 
     Returns:
@@ -137,18 +137,18 @@ def probabilistic_rank(
 ) -> jax.Array:
     r"""SoftRank's expected rank under Gaussian score noise.
 
-    With independent scores :math:`s_i \sim \mathcal N(x_i, \tau^2)`,
-    :math:`P(s_i > s_j) = \Phi((x_i - x_j)/(\sqrt2\,\tau))`, and the expected rank is
+    With independent scores $s_i \sim \mathcal N(x_i, \tau^2)$,
+    $P(s_i > s_j) = \Phi((x_i - x_j)/(\sqrt2\,\tau))$, and the expected rank is
 
-    .. math::
+    $$
+    r_i = 1 + \sum_{j \ne i,\ j \text{ valid}}
+    \Phi\!\left(a\,\frac{x_i - x_j}{\sqrt{2}\,\tau}\right),
+    \qquad a = \pm 1 \text{ as for } \texttt{sigmoid}.
+    $$
 
-        r_i = 1 + \sum_{j \ne i,\ j \text{ valid}}
-        \Phi\!\left(a\,\frac{x_i - x_j}{\sqrt{2}\,\tau}\right),
-        \qquad a = \pm 1 \text{ as for } \texttt{sigmoid}.
-
-    Ties get the average rank, the ranks sum to :math:`m(m+1)/2` (:math:`\Phi(z) + \Phi(-z) =
-    1`), and as :math:`\tau \to 0` the ranks tend to the exact ranks with Gaussian tails
-    :math:`\Phi(-g/(\sqrt 2\tau))` per pair at gap :math:`g` (faster than the sigmoid's
+    Ties get the average rank, the ranks sum to $m(m+1)/2$ ($\Phi(z) + \Phi(-z) =
+    1$), and as $\tau \to 0$ the ranks tend to the exact ranks with Gaussian tails
+    $\Phi(-g/(\sqrt 2\tau))$ per pair at gap $g$ (faster than the sigmoid's
     exponential tails).
 
     Cost: O(n²) time; O(n · block) memory in forward and backward (see module docstring).
@@ -156,7 +156,7 @@ def probabilistic_rank(
     Args:
       x: ``[..., n]`` scores (padding already replaced by 0).
       mask: ``[..., n]`` validity mask or ``None``.
-      temperature: Scalar noise standard deviation :math:`\tau > 0` (may be traced).
+      temperature: Scalar noise standard deviation $\tau > 0$ (may be traced).
       descending: If True, rank 1 is the largest score.
 
     Returns:

@@ -1,26 +1,26 @@
 r"""Relaxed permutation matrices: NeuralSort and SoftSort, and the sorts and ranks they induce.
 
-Both methods return a row-stochastic :math:`\hat P \in [0,1]^{n \times n}` whose row :math:`r`
-is a softmax over the input entries that concentrates on the entry in sorted slot :math:`r`:
+Both methods return a row-stochastic $\hat P \in [0,1]^{n \times n}$ whose row $r$
+is a softmax over the input entries that concentrates on the entry in sorted slot $r$:
 
 * NeuralSort (A. Grover, E. Wang, A. Zweig and S. Ermon, "Stochastic optimization of sorting
   networks via continuous relaxations", ICLR 2019), built from the identity
-  :math:`\max_k`-style characterisation of the :math:`r`-th largest value through
-  :math:`(n + 1 - 2r)\,s - A_s 1`;
+  $\max_k$-style characterisation of the $r$-th largest value through
+  $(n + 1 - 2r)\,s - A_s 1$;
 * SoftSort (S. Prillo and J. Eisenschlos, "SoftSort: a continuous relaxation for the argsort
   operator", ICML 2020), a softmax of minus the distances between the sorted scores and the
   scores.
 
-From :math:`\hat P` (row :math:`r` = sorted slot :math:`r` in the requested order) this module
-derives the soft sort :math:`\hat P x` and the soft rank
-:math:`\operatorname{rank}_j = \sum_r r\,\hat P_{rj}` (the expected slot of entry :math:`j`
+From $\hat P$ (row $r$ = sorted slot $r$ in the requested order) this module
+derives the soft sort $\hat P x$ and the soft rank
+$\operatorname{rank}_j = \sum_r r\,\hat P_{rj}$ (the expected slot of entry $j$
 under the column weights). Because every row sums to 1, these ranks always sum to
-:math:`m(m+1)/2` for a list of :math:`m` valid entries. All three outputs cost O(n²) time and
+$m(m+1)/2$ for a list of $m$ valid entries. All three outputs cost O(n²) time and
 memory (the matrix itself is n × n).
 
-Masks: with :math:`m` valid entries (a traced count), sums run over valid entries only, every
-softmax is taken over valid columns only, :math:`n` becomes :math:`m` in NeuralSort's slot
-coefficients, and rows past :math:`m` are left to the public wrapper to zero. The softmax is
+Masks: with $m$ valid entries (a traced count), sums run over valid entries only, every
+softmax is taken over valid columns only, $n$ becomes $m$ in NeuralSort's slot
+coefficients, and rows past $m$ are left to the public wrapper to zero. The softmax is
 computed with a ``stop_gradient`` max shift, logits clipped to a finite range and a guarded
 denominator, so a fully masked row gives zeros (no NaN) and float32 inputs of any finite scale
 stay finite.
@@ -85,7 +85,7 @@ def _valid_count(x: jax.Array, mask: jax.Array | None) -> jax.Array:
 
 
 def rank_from_permutation(p: jax.Array, mask: jax.Array | None) -> jax.Array:
-    r"""Soft ranks :math:`\sum_{r \le m} r\,\hat P_{rj}` from a ``[..., n, n]`` matrix."""
+    r"""Soft ranks $\sum_{r \le m} r\,\hat P_{rj}$ from a ``[..., n, n]`` matrix."""
     n = p.shape[-1]
     slots = jnp.broadcast_to(jnp.arange(1, n + 1, dtype=p.dtype), p.shape[:-1])
     if mask is None:
@@ -103,36 +103,36 @@ def _column_mask(mask: jax.Array | None) -> jax.Array | None:
 def neuralsort_permutation(
     x: jax.Array, mask: jax.Array | None, temperature: jax.Array, *, descending: bool
 ) -> jax.Array:
-    r"""NeuralSort's relaxed sorting matrix :math:`\hat P` (Grover et al. 2019, eq. 5).
+    r"""NeuralSort's relaxed sorting matrix $\hat P$ (Grover et al. 2019, eq. 5).
 
-    For scores :math:`s` sorted in *decreasing* order by the paper's :math:`\hat P`, and with
-    :math:`(A_s 1)_j = \sum_k |s_j - s_k|`,
+    For scores $s$ sorted in *decreasing* order by the paper's $\hat P$, and with
+    $(A_s 1)_j = \sum_k |s_j - s_k|$,
 
-    .. math::
+    $$
+    \hat P_{r,:} = \operatorname{softmax}\!\left(
+        \frac{(m + 1 - 2r)\, s - A_s 1}{\tau}\right), \qquad r = 1, \dots, m,
+    $$
 
-        \hat P_{r,:} = \operatorname{softmax}\!\left(
-            \frac{(m + 1 - 2r)\, s - A_s 1}{\tau}\right), \qquad r = 1, \dots, m,
-
-    over the :math:`m` valid entries. ``descending=True`` uses :math:`s = x` (the paper's
-    orientation); the default ascending order uses :math:`s = -x`, whose decreasing order is the
-    increasing order of :math:`x`. The scores are centred (a per-row constant, to which the
+    over the $m$ valid entries. ``descending=True`` uses $s = x$ (the paper's
+    orientation); the default ascending order uses $s = -x$, whose decreasing order is the
+    increasing order of $x$. The scores are centred (a per-row constant, to which the
     softmax is invariant) so large offsets do not cost float32 precision.
 
-    As :math:`\tau \to 0`, :math:`\hat P` tends to the hard sorting permutation for distinct
+    As $\tau \to 0$, $\hat P$ tends to the hard sorting permutation for distinct
     scores (at ties, rows split the mass between the tied entries). Rows always sum to 1;
-    columns need not (:math:`\hat P` is unimodal row-stochastic, not doubly stochastic).
+    columns need not ($\hat P$ is unimodal row-stochastic, not doubly stochastic).
 
     Cost: O(n²) time and memory.
 
     Args:
       x: ``[..., n]`` scores (padding already replaced by 0).
       mask: ``[..., n]`` validity mask or ``None``.
-      temperature: Scalar :math:`\tau > 0` (may be traced).
+      temperature: Scalar $\tau > 0$ (may be traced).
       descending: If True, row 1 selects the largest score.
 
     Returns:
-      ``[..., n, n]`` row-stochastic matrix; row :math:`r` weights the entries for sorted slot
-      :math:`r` (rows past :math:`m` and padded columns are meaningless; the wrapper zeros them).
+      ``[..., n, n]`` row-stochastic matrix; row $r$ weights the entries for sorted slot
+      $r$ (rows past $m$ and padded columns are meaningless; the wrapper zeros them).
 
     References:
       Grover, Wang, Zweig & Ermon, "Stochastic optimization of sorting networks via continuous
@@ -170,19 +170,19 @@ def neuralsort_permutation(
 def neuralsort_sort(
     x: jax.Array, mask: jax.Array | None, temperature: jax.Array, *, descending: bool
 ) -> jax.Array:
-    r"""NeuralSort soft sort :math:`\hat P x` (see :func:`neuralsort_permutation`).
+    r"""NeuralSort soft sort $\hat P x$ (see `neuralsort_permutation`).
 
     Each output is a convex combination of the valid inputs, so it lies in
-    :math:`[\min x, \max x]`; it tends to ``jnp.sort(x)`` as :math:`\tau \to 0`. O(n²).
+    $[\min x, \max x]$; it tends to ``jnp.sort(x)`` as $\tau \to 0$. O(n²).
 
     Args:
       x: ``[..., n]`` values (padding already replaced by 0).
       mask: ``[..., n]`` validity mask or ``None``.
-      temperature: Scalar :math:`\tau > 0` (may be traced).
+      temperature: Scalar $\tau > 0$ (may be traced).
       descending: If True, sort from largest to smallest.
 
     Returns:
-      ``[..., n]`` soft-sorted values with the valid ones in the first :math:`m` slots.
+      ``[..., n]`` soft-sorted values with the valid ones in the first $m$ slots.
 
     Example:
       >>> import jax.numpy as jnp
@@ -199,15 +199,15 @@ def neuralsort_sort(
 def neuralsort_rank(
     x: jax.Array, mask: jax.Array | None, temperature: jax.Array, *, descending: bool
 ) -> jax.Array:
-    r"""NeuralSort soft rank :math:`\operatorname{rank}_j = \sum_{r \le m} r\,\hat P_{rj}`.
+    r"""NeuralSort soft rank $\operatorname{rank}_j = \sum_{r \le m} r\,\hat P_{rj}$.
 
-    The expected slot of entry :math:`j` under the column of :math:`\hat P`; the ranks sum to
-    :math:`m(m+1)/2` and tend to the exact ranks of distinct values as :math:`\tau \to 0`. O(n²).
+    The expected slot of entry $j$ under the column of $\hat P$; the ranks sum to
+    $m(m+1)/2$ and tend to the exact ranks of distinct values as $\tau \to 0$. O(n²).
 
     Args:
       x: ``[..., n]`` scores (padding already replaced by 0).
       mask: ``[..., n]`` validity mask or ``None``.
-      temperature: Scalar :math:`\tau > 0` (may be traced).
+      temperature: Scalar $\tau > 0$ (may be traced).
       descending: If True, rank 1 is the largest score.
 
     Returns:
@@ -230,31 +230,31 @@ def softsort_permutation(
 ) -> jax.Array:
     r"""SoftSort's relaxed sorting matrix (Prillo & Eisenschlos 2020, eq. 3).
 
-    .. math::
+    $$
+    \hat P_{rj} = \operatorname{softmax}_j\!\left(
+        -\frac{|\operatorname{sort}(s)_r - s_j|}{\tau}\right)
+    $$
 
-        \hat P_{rj} = \operatorname{softmax}_j\!\left(
-            -\frac{|\operatorname{sort}(s)_r - s_j|}{\tau}\right)
-
-    with :math:`d = |\cdot|` (the paper's choice). ``descending=True`` sorts :math:`s = x` in
+    with $d = |\cdot|$ (the paper's choice). ``descending=True`` sorts $s = x$ in
     decreasing order, as in the paper; the default ascending order sorts it in increasing order.
-    As in the paper's implementation, :math:`\operatorname{sort}(s)` is a hard sort whose
+    As in the paper's implementation, $\operatorname{sort}(s)$ is a hard sort whose
     *values* stay differentiable (gradients flow through the gathered sorted scores; only the
     permutation itself is piecewise constant).
 
-    As :math:`\tau \to 0`, :math:`\hat P` tends to the hard sorting permutation for distinct
-    scores; row :math:`r` always puts its largest weight on the entry in slot :math:`r`.
+    As $\tau \to 0$, $\hat P$ tends to the hard sorting permutation for distinct
+    scores; row $r$ always puts its largest weight on the entry in slot $r$.
 
     Cost: one O(n log n) sort plus O(n²) time and memory for the matrix.
 
     Args:
       x: ``[..., n]`` scores (padding already replaced by 0).
       mask: ``[..., n]`` validity mask or ``None``.
-      temperature: Scalar :math:`\tau > 0` (may be traced).
+      temperature: Scalar $\tau > 0$ (may be traced).
       descending: If True, row 1 selects the largest score.
 
     Returns:
-      ``[..., n, n]`` row-stochastic matrix; row :math:`r` weights the entries for sorted slot
-      :math:`r` (rows past :math:`m` and padded columns are meaningless; the wrapper zeros them).
+      ``[..., n, n]`` row-stochastic matrix; row $r$ weights the entries for sorted slot
+      $r$ (rows past $m$ and padded columns are meaningless; the wrapper zeros them).
 
     References:
       Prillo & Eisenschlos, "SoftSort: a continuous relaxation for the argsort operator",
@@ -280,16 +280,16 @@ def softsort_permutation(
 def softsort_sort(
     x: jax.Array, mask: jax.Array | None, temperature: jax.Array, *, descending: bool
 ) -> jax.Array:
-    r"""SoftSort soft sort :math:`\hat P x` (see :func:`softsort_permutation`). O(n²).
+    r"""SoftSort soft sort $\hat P x$ (see `softsort_permutation`). O(n²).
 
     Args:
       x: ``[..., n]`` values (padding already replaced by 0).
       mask: ``[..., n]`` validity mask or ``None``.
-      temperature: Scalar :math:`\tau > 0` (may be traced).
+      temperature: Scalar $\tau > 0$ (may be traced).
       descending: If True, sort from largest to smallest.
 
     Returns:
-      ``[..., n]`` soft-sorted values with the valid ones in the first :math:`m` slots.
+      ``[..., n]`` soft-sorted values with the valid ones in the first $m$ slots.
 
     Example:
       >>> import jax.numpy as jnp
@@ -306,12 +306,12 @@ def softsort_sort(
 def softsort_rank(
     x: jax.Array, mask: jax.Array | None, temperature: jax.Array, *, descending: bool
 ) -> jax.Array:
-    r"""SoftSort soft rank :math:`\operatorname{rank}_j = \sum_{r \le m} r\,\hat P_{rj}`. O(n²).
+    r"""SoftSort soft rank $\operatorname{rank}_j = \sum_{r \le m} r\,\hat P_{rj}$. O(n²).
 
     Args:
       x: ``[..., n]`` scores (padding already replaced by 0).
       mask: ``[..., n]`` validity mask or ``None``.
-      temperature: Scalar :math:`\tau > 0` (may be traced).
+      temperature: Scalar $\tau > 0$ (may be traced).
       descending: If True, rank 1 is the largest score.
 
     Returns:

@@ -3,25 +3,25 @@ r"""SmoothI: smooth rank indicators, and the soft ranks, sorts and permutations 
 T. Thonet, Y. G. Cinar, E. Gaussier, M. Li and J.-M. Renders, "SmoothI: Smooth Rank Indicators
 for Differentiable IR Metrics", arXiv:2105.00942, 2021.
 
-The rank indicator :math:`I^r_j` ("entry :math:`j` is at rank :math:`r`", rank 1 = largest
+The rank indicator $I^r_j$ ("entry $j$ is at rank $r$", rank 1 = largest
 score) is relaxed recursively, one rank at a time. With scores shifted to be non-negative,
-:math:`s_j = x_j - \min_k x_k`, inverse temperature :math:`\alpha = 1/\tau` and a margin
-:math:`\delta \in (0, 1/2)`:
+$s_j = x_j - \min_k x_k$, inverse temperature $\alpha = 1/\tau$ and a margin
+$\delta \in (0, 1/2)$:
 
-.. math::
+$$
+I^{r}_j = \operatorname{softmax}_j\!\left(\alpha\, s_j\, B^r_j\right), \qquad
+B^1_j = 1, \qquad B^{r+1}_j = B^r_j \,\bigl(1 - I^r_j - \delta\bigr).
+$$
 
-    I^{r}_j = \operatorname{softmax}_j\!\left(\alpha\, s_j\, B^r_j\right), \qquad
-    B^1_j = 1, \qquad B^{r+1}_j = B^r_j \,\bigl(1 - I^r_j - \delta\bigr).
-
-An entry picked at rank :math:`r` (:math:`I^r_j \approx 1`) gets a negative factor
-:math:`-\delta` and drops out of the later softmaxes, while the others keep a positive weight
-:math:`(1-\delta)^{r-1}`. As in the paper, the recursive factor :math:`B^r` goes through a
+An entry picked at rank $r$ ($I^r_j \approx 1$) gets a negative factor
+$-\delta$ and drops out of the later softmaxes, while the others keep a positive weight
+$(1-\delta)^{r-1}$. As in the paper, the recursive factor $B^r$ goes through a
 stop-gradient (the paper's "stop-gradient trick"), so gradients flow only through
-:math:`\alpha s_j` in each softmax. Each row :math:`I^r` sums to 1, so :math:`I` is a
-row-stochastic relaxed permutation matrix (row :math:`r` = sorted slot :math:`r`) and this
-module also offers the soft sort :math:`I x` and the soft rank :math:`\sum_r r\,I^r_j`.
+$\alpha s_j$ in each softmax. Each row $I^r$ sums to 1, so $I$ is a
+row-stochastic relaxed permutation matrix (row $r$ = sorted slot $r$) and this
+module also offers the soft sort $I x$ and the soft rank $\sum_r r\,I^r_j$.
 
-Ascending order (rank 1 = smallest) applies the same construction to :math:`-x`.
+Ascending order (rank 1 = smallest) applies the same construction to $-x$.
 """
 
 from __future__ import annotations
@@ -88,13 +88,13 @@ def smoothi_permutation(
     delta: float = DELTA,
     stop_gradient: bool = True,
 ) -> jax.Array:
-    r"""The matrix of SmoothI rank indicators :math:`I^r_j` (see the module docstring).
+    r"""The matrix of SmoothI rank indicators $I^r_j$ (see the module docstring).
 
-    Row :math:`r` is a softmax over the valid entries that concentrates on the entry in sorted
-    slot :math:`r`. As :math:`\tau \to 0` it tends to the hard sorting permutation for distinct
-    scores; the paper bounds the error by a term decaying exponentially in :math:`\alpha =
-    1/\tau`. The effective inverse temperature at rank :math:`r` is
-    :math:`\alpha (1-\delta)^{r-1}`, so deep ranks of long lists need a smaller :math:`\tau`
+    Row $r$ is a softmax over the valid entries that concentrates on the entry in sorted
+    slot $r$. As $\tau \to 0$ it tends to the hard sorting permutation for distinct
+    scores; the paper bounds the error by a term decaying exponentially in $\alpha =
+    1/\tau$. The effective inverse temperature at rank $r$ is
+    $\alpha (1-\delta)^{r-1}$, so deep ranks of long lists need a smaller $\tau$
     than the top ranks.
 
     Cost: O(n²) time (n sequential softmaxes over n entries) and O(n²) memory.
@@ -102,15 +102,15 @@ def smoothi_permutation(
     Args:
       x: ``[..., n]`` scores (padding already replaced by 0).
       mask: ``[..., n]`` validity mask or ``None``.
-      temperature: Scalar :math:`\tau = 1/\alpha > 0` (may be traced).
+      temperature: Scalar $\tau = 1/\alpha > 0$ (may be traced).
       descending: If True, row 1 selects the largest score (the paper's orientation).
-      delta: The paper's margin :math:`\delta \in (0, 1/2)`.
-      stop_gradient: Apply the paper's stop-gradient to the recursive factor :math:`B^r`
+      delta: The paper's margin $\delta \in (0, 1/2)$.
+      stop_gradient: Apply the paper's stop-gradient to the recursive factor $B^r$
         (default, as in the paper). With False, gradients are the exact derivatives of the
         forward values, at the price of a longer, recursive backward path.
 
     Returns:
-      ``[..., n, n]`` row-stochastic matrix (rows past :math:`m` and padded columns are
+      ``[..., n, n]`` row-stochastic matrix (rows past $m$ and padded columns are
       meaningless; the wrapper zeros them).
 
     References:
@@ -139,22 +139,22 @@ def smoothi_sort(
     delta: float = DELTA,
     stop_gradient: bool = True,
 ) -> jax.Array:
-    r"""SmoothI soft sort :math:`\sum_j I^r_j x_j` (a convex combination of the valid inputs).
+    r"""SmoothI soft sort $\sum_j I^r_j x_j$ (a convex combination of the valid inputs).
 
-    Tends to ``jnp.sort(x)`` as :math:`\tau \to 0`. O(n²) time and memory.
+    Tends to ``jnp.sort(x)`` as $\tau \to 0$. O(n²) time and memory.
 
     Args:
       x: ``[..., n]`` values (padding already replaced by 0).
       mask: ``[..., n]`` validity mask or ``None``.
-      temperature: Scalar :math:`\tau > 0` (may be traced).
+      temperature: Scalar $\tau > 0$ (may be traced).
       descending: If True, sort from largest to smallest.
-      delta: The paper's margin :math:`\delta \in (0, 1/2)`.
-      stop_gradient: Apply the paper's stop-gradient to the recursive factor :math:`B^r`
+      delta: The paper's margin $\delta \in (0, 1/2)$.
+      stop_gradient: Apply the paper's stop-gradient to the recursive factor $B^r$
         (default, as in the paper). With False, gradients are the exact derivatives of the
         forward values, at the price of a longer, recursive backward path.
 
     Returns:
-      ``[..., n]`` soft-sorted values with the valid ones in the first :math:`m` slots.
+      ``[..., n]`` soft-sorted values with the valid ones in the first $m$ slots.
 
     Example:
       >>> import jax.numpy as jnp
@@ -179,21 +179,21 @@ def smoothi_rank(
     delta: float = DELTA,
     stop_gradient: bool = True,
 ) -> jax.Array:
-    r"""SmoothI soft rank :math:`\operatorname{rank}_j = \sum_{r=1}^{m} r\, I^r_j`.
+    r"""SmoothI soft rank $\operatorname{rank}_j = \sum_{r=1}^{m} r\, I^r_j$.
 
-    Since every row of :math:`I` sums to 1, the ranks of a list of :math:`m` valid entries sum
-    to :math:`m(m+1)/2`; they tend to the exact ranks of distinct values as :math:`\tau \to 0`
-    and to :math:`(m+1)/2` as :math:`\tau \to \infty`. The ranks are accumulated inside the
+    Since every row of $I$ sums to 1, the ranks of a list of $m$ valid entries sum
+    to $m(m+1)/2$; they tend to the exact ranks of distinct values as $\tau \to 0$
+    and to $(m+1)/2$ as $\tau \to \infty$. The ranks are accumulated inside the
     recursion, so the forward pass needs O(n) memory (the backward pass keeps one softmax per
     rank, O(n²)); time is O(n²).
 
     Args:
       x: ``[..., n]`` scores (padding already replaced by 0).
       mask: ``[..., n]`` validity mask or ``None``.
-      temperature: Scalar :math:`\tau = 1/\alpha > 0` (may be traced).
+      temperature: Scalar $\tau = 1/\alpha > 0$ (may be traced).
       descending: If True, rank 1 is the largest score.
-      delta: The paper's margin :math:`\delta \in (0, 1/2)`.
-      stop_gradient: Apply the paper's stop-gradient to the recursive factor :math:`B^r`
+      delta: The paper's margin $\delta \in (0, 1/2)$.
+      stop_gradient: Apply the paper's stop-gradient to the recursive factor $B^r$
         (default, as in the paper). With False, gradients are the exact derivatives of the
         forward values, at the price of a longer, recursive backward path.
 
