@@ -93,8 +93,6 @@ def test_topk_mask_never_selects_nan_or_minus_inf_over_valid():
 
 @pytest.mark.parametrize("method", ["sigmoid", "isotonic"])
 def test_soft_topk_mask_hard_is_straight_through(method):
-    if method == "isotonic":
-        pytest.importorskip("rank_relax_jax.methods.isotonic")
     x = jnp.array([0.1, 2.0, 1.0, -1.0, 0.5])
     w = jnp.arange(5.0)
 

@@ -7,14 +7,11 @@
   f(z) + f(-z) = 1, the permutation ones because the rows of their matrices sum to 1, and the
   isotonic one because it projects onto the permutahedron;
 * the hard limit at a small temperature relative to the gaps.
-
-The isotonic method is included automatically once ``rank_relax_jax.methods.isotonic`` exists.
 """
 
 from __future__ import annotations
 
 import functools
-import importlib.util
 
 import jax
 import jax.numpy as jnp
@@ -25,8 +22,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from rank_relax_jax import ranking
-
-HAS_ISOTONIC = importlib.util.find_spec("rank_relax_jax.methods.isotonic") is not None
 
 # (method, options) for soft_rank / soft_sort.
 RANK_CASES = [
@@ -53,13 +48,7 @@ def _ids(case):
 
 
 def _case_params(cases):
-    params = []
-    for case in cases:
-        marks = ()
-        if case[0] == "isotonic" and not HAS_ISOTONIC:
-            marks = pytest.mark.skip(reason="rank_relax_jax.methods.isotonic is not there yet")
-        params.append(pytest.param(case, id=_ids(case), marks=marks))
-    return params
+    return [pytest.param(case, id=_ids(case)) for case in cases]
 
 
 @functools.cache
