@@ -124,16 +124,26 @@ def check_where(fn: str, where: Any, shape: tuple[int, ...]) -> jax.Array | None
             f"{fn}: argument `where` must be a boolean array (True = valid, False = padding); "
             f"got dtype {where.dtype}."
         )
+    return check_broadcastable(fn, "where", where, shape)
+
+
+def check_broadcastable(
+    fn: str, name: str, x: jax.Array, shape: tuple[int, ...], target: str = "the input shape"
+) -> jax.Array:
+    """Broadcasts ``x`` to ``shape`` explicitly, or raises a ValueError naming ``name``.
+
+    Explicit, because implicit rank promotion may be set to raise in user code.
+    """
     try:
-        ok = np.broadcast_shapes(where.shape, shape) == tuple(shape)
+        ok = np.broadcast_shapes(x.shape, shape) == tuple(shape)
     except ValueError:
         ok = False
     if not ok:
         raise ValueError(
-            f"{fn}: argument `where` must be broadcastable to the input shape {tuple(shape)}; "
-            f"got shape {where.shape}."
+            f"{fn}: argument `{name}` must be broadcastable to {target} {tuple(shape)}; "
+            f"got shape {x.shape}."
         )
-    return jnp.broadcast_to(where, shape)
+    return jnp.broadcast_to(x, shape)
 
 
 def check_key(fn: str, key: Any) -> jax.Array:

@@ -124,17 +124,10 @@ def _broadcast_batch(fn: str, names: tuple[str, str], a: tuple, b: tuple) -> tup
 
 
 def _lift(fn: str, name: str, x: jax.Array, shape: tuple[int, ...]) -> jax.Array:
-    """Broadcasts ``x`` to ``shape`` explicitly (rank promotion may be set to raise)."""
-    try:
-        ok = np.broadcast_shapes(x.shape, shape) == tuple(shape)
-    except ValueError:
-        ok = False
-    if not ok:
-        raise ValueError(
-            f"{fn}: argument `{name}` must be broadcastable to the attention logits' shape "
-            f"{tuple(shape)} ([batch..., heads, q_len, kv_len]); got shape {x.shape}."
-        )
-    return jnp.broadcast_to(x, shape)
+    """Broadcasts ``x`` to the attention logits' shape (rank promotion may be set to raise)."""
+    return _checks.check_broadcastable(
+        fn, name, x, shape, "the attention logits' shape [batch..., heads, q_len, kv_len] ="
+    )
 
 
 # --------------------------------------------------------------------------------------------
