@@ -8,7 +8,6 @@ The public functions here validate their arguments, handle ``axis``, ``where`` a
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -36,20 +35,7 @@ _KERNELS: dict[tuple[str, str], Callable[..., jax.Array]] = {
 RANK_METHODS = tuple(m for op, m in _KERNELS if op == "rank")
 SORT_METHODS = tuple(m for op, m in _KERNELS if op == "sort")
 PERMUTATION_METHODS = tuple(m for op, m in _KERNELS if op == "permutation")
-REGULARIZATIONS = ("l2", "kl")
 TIES = ("average", "min", "max", "dense", "ordinal")
-
-
-def _options(fn: str, method: str, regularization: str) -> dict[str, Any]:
-    _checks.check_choice(fn, "regularization", regularization, REGULARIZATIONS)
-    if method == "isotonic":
-        return {"regularization": regularization}
-    if regularization != "l2":
-        raise ValueError(
-            f"{fn}: argument `regularization` only applies to method='isotonic'; got "
-            f"regularization={regularization!r} with method={method!r}."
-        )
-    return {}
 
 
 def soft_rank(
@@ -107,7 +93,7 @@ def soft_rank(
     """
     fn = "soft_rank"
     _checks.check_choice(fn, "method", method, RANK_METHODS)
-    options = _options(fn, method, regularization)
+    options = _checks.check_regularization(fn, method, regularization)
     frame = _axis.prepare(fn, x, axis=axis, where=where)
     t = frame.temperature(temperature)
     out = _KERNELS[("rank", method)](frame.x, frame.mask, t, descending=bool(descending), **options)
@@ -151,7 +137,7 @@ def soft_sort(
     """
     fn = "soft_sort"
     _checks.check_choice(fn, "method", method, SORT_METHODS)
-    options = _options(fn, method, regularization)
+    options = _checks.check_regularization(fn, method, regularization)
     frame = _axis.prepare(fn, x, axis=axis, where=where)
     t = frame.temperature(temperature)
     out = _KERNELS[("sort", method)](frame.x, frame.mask, t, descending=bool(descending), **options)

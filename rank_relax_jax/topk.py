@@ -134,19 +134,14 @@ def soft_topk_mask(
     """
     fn = "soft_topk_mask"
     _checks.check_choice(fn, "method", method, TOPK_METHODS)
-    _checks.check_choice(fn, "regularization", regularization, ("l2", "kl"))
-    if method != "isotonic" and regularization != "l2":
-        raise ValueError(
-            f"{fn}: argument `regularization` only applies to method='isotonic'; got "
-            f"regularization={regularization!r} with method={method!r}."
-        )
+    options = _checks.check_regularization(fn, method, regularization)
     frame = _axis.prepare(fn, x, axis=axis, where=where)
     k = _checks.check_k(fn, k, frame.n)
     t = frame.temperature(temperature)
     if method == "sigmoid":
         soft = _sigmoid_topk(frame.x, frame.mask, k, t)
     else:
-        soft = isotonic.isotonic_topk_mask(frame.x, frame.mask, k, t, regularization=regularization)
+        soft = isotonic.isotonic_topk_mask(frame.x, frame.mask, k, t, **options)
     if hard:
         soft = _straight_through(_hard_topk(jax.lax.stop_gradient(frame.x), frame.mask, k), soft)
     return frame.finish_elementwise(soft)
