@@ -135,12 +135,12 @@ def test_solver_chunks_and_merges_agree_with_reference():
     y = rng.normal(size=(4, n)) * 3 + np.arange(n)[::-1] * rng.uniform(0, 1, size=(4, 1))
     y[1] = np.round(y[1])
     for chunk in (2,):
-        _, (b0, b1) = solve("l2", (jnp.asarray(y), jnp.ones_like(y)), None, chunk)
+        _, _, (b0, b1) = solve("l2", (jnp.asarray(y), jnp.ones_like(y)), None, chunk)
         ref = np.stack([ref_pav("l2", row, np.zeros(n)) for row in y])
         np.testing.assert_allclose(np.asarray(b0 / b1), ref, atol=1e-9)
     s = -np.sort(-rng.normal(size=(4, n)) * 4, axis=-1)
     w = np.broadcast_to(np.log(np.arange(n, 0, -1.0)), s.shape)
-    _, (l0, l1) = solve("kl", (jnp.asarray(s), jnp.asarray(w)), None, 2)
+    _, _, (l0, l1) = solve("kl", (jnp.asarray(s), jnp.asarray(w)), None, 2)
     ref = np.stack([ref_pav("kl", a, b) for a, b in zip(s, w, strict=True)])
     np.testing.assert_allclose(np.asarray(l0 - l1), ref, atol=1e-9)
 

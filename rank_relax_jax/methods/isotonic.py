@@ -48,7 +48,7 @@ from rank_relax_jax import _axis
 # segment of length 2**L, each evaluating 2**_BITS candidates per side in parallel.
 _BITS = 2
 # Length of the chunks that the sequential stack machine solves before the hull merges.
-_CHUNK = 32
+_CHUNK = 16
 
 REGULARIZATIONS = ("l2", "kl")
 
@@ -170,12 +170,21 @@ def _chunk_pav(kind, elem, chunk):
     return start, end, block
 
 
+def _stat(kind, arrays, idx, count):
+    """Statistics at ``idx``: L2 keeps only sums (counts follow from positions), KL both lses."""
+    if kind == "l2":
+        return (jnp.take(arrays[0], idx, mode="clip"), count.astype(arrays[0].dtype))
+    return _take(arrays, idx)
+
+
 def _merge_level(kind, level, start, end, block, suf, pre):
     """Merges every adjacent pair of solved segments of length ``2**level`` (flat arrays).
 
     Two solved segments A (left) and B (right) merge by pooling one suffix of A's blocks with
     one prefix of B's blocks, the bridge of their concave majorants; nothing changes when the
-    last block of A already lies above the first block of B.
+    last block of A already lies above the first block of B. For L2 the arrays hold sums only:
+    a block's count is ``end - start`` and a suffix's or prefix's count follows from its
+    position in the segment.
     """
     total = start.shape[0]
     h = 1 << level
@@ -183,35 +192,46 @@ def _merge_level(kind, level, start, end, block, suf, pre):
     start_a = jnp.arange(pairs, dtype=jnp.int32) * (2 * h)
     start_b = start_a + h
     end_b = start_a + 2 * h
-    merge = _value(kind, _take(block, start_b - 1)) <= _value(kind, _take(block, start_b))
+
+    def block_at(g):
+        return _stat(kind, block, g, _take_i(end, g) - _take_i(start, g))
+
+    merge = _value(kind, block_at(start_b - 1)) <= _value(kind, block_at(start_b))
 
     def tangent(qe, pooled_b):
         # For each candidate right end ``qe`` of the pool, its left end: the last block start
         # ``p`` in A whose left neighbour stays above the value of the pool [p, qe).
         sa = start_a.reshape((pairs,) + (1,) * qe.ndim)
+        sb = sa + h
 
         def pred(off):
-            p = jnp.take(start, sa + off, mode="clip")
-            pooled = _combine(kind, _take(suf, p), tuple(b[..., None] for b in pooled_b))
-            left = _value(kind, _take(block, p - 1))
+            p = _take_i(start, sa + off)
+            pooled = _combine(
+                kind, _stat(kind, suf, p, sb - p), tuple(b[..., None] for b in pooled_b)
+            )
+            left = _value(kind, block_at(p - 1))
             return (p <= sa) | (left > _value(kind, pooled))
 
         off = _last_true(pred, level, qe.shape, h)
-        p = jnp.take(start, sa[..., 0] + off, mode="clip")
-        return p, _combine(kind, _take(suf, p), pooled_b)
+        p = _take_i(start, sa[..., 0] + off)
+        return p, _combine(kind, _stat(kind, suf, p, sb[..., 0] - p), pooled_b)
+
+    def pre_at(qe):
+        sb = start_b.reshape((pairs,) + (1,) * (qe.ndim - 1))
+        return _stat(kind, pre, qe - 1, qe - sb)
 
     def bridge(off):
         # Candidate right ends: block ends in B, searched from the right; the pool [p, qe)
         # must stay above the block after it.
         eb = end_b[:, None]
-        qe = jnp.take(end, eb - 1 - off, mode="clip")
-        _, pooled = tangent(qe, _take(pre, qe - 1))
-        right = _value(kind, _take(block, qe))
+        qe = _take_i(end, eb - 1 - off)
+        _, pooled = tangent(qe, pre_at(qe))
+        right = _value(kind, block_at(qe))
         return (qe >= eb) | (right < _value(kind, pooled))
 
     off = _last_true(bridge, level, (pairs,), h)
-    qe = jnp.take(end, end_b - 1 - off, mode="clip")
-    p, pooled = tangent(qe, _take(pre, qe - 1))
+    qe = _take_i(end, end_b - 1 - off)
+    p, pooled = tangent(qe, pre_at(qe))
 
     g = start_a[:, None] + jnp.arange(2 * h, dtype=jnp.int32)[None, :]
     sel = merge[:, None] & (g >= p[:, None]) & (g < qe[:, None])
@@ -220,16 +240,24 @@ def _merge_level(kind, level, start, end, block, suf, pre):
         return jnp.where(sel, value[:, None], a.reshape(pairs, 2 * h)).reshape(total)
 
     start, end = put(start, p), put(end, qe)
-    block = tuple(put(a, c) for a, c in zip(block, pooled, strict=True))
-    # Suffix statistics of A now run to the end of B; prefix statistics of B start at A's start.
+    stored = pooled[:1] if kind == "l2" else pooled
+    block = tuple(put(a, c) for a, c in zip(block, stored, strict=True))
+    # Suffix statistics of A now run to the end of B; prefix statistics of B start at A's
+    # start. Each is an in-place update of one half of every pair.
     new_suf, new_pre = [], []
     for s_arr, p_arr in zip(suf, pre, strict=True):
         s3, p3 = s_arr.reshape(pairs, 2, h), p_arr.reshape(pairs, 2, h)
         (s_left,) = _combine1(kind, s3[:, 0, :], s3[:, 1, :1])
         (p_right,) = _combine1(kind, p3[:, 1, :], p3[:, 0, h - 1 :])
-        new_suf.append(jnp.stack([s_left, s3[:, 1, :]], axis=1).reshape(total))
-        new_pre.append(jnp.stack([p3[:, 0, :], p_right], axis=1).reshape(total))
+        s3 = jax.lax.dynamic_update_slice(s3, s_left[:, None, :], (0, 0, 0))
+        p3 = jax.lax.dynamic_update_slice(p3, p_right[:, None, :], (0, 1, 0))
+        new_suf.append(s3.reshape(total))
+        new_pre.append(p3.reshape(total))
     return start, end, block, tuple(new_suf), tuple(new_pre)
+
+
+def _take_i(a, idx):
+    return jnp.take(a, idx, mode="clip")
 
 
 def _combine1(kind, a, b):
@@ -249,9 +277,10 @@ def _pav(kind, stats, valid, chunk=None):
       chunk: Length of the chunks solved by the sequential stack machine (a power of two).
 
     Returns:
-      ``(start, block)``: ``[R, n]`` int32 flat index (row * N + position, with ``N`` the
-      row length padded to a power of two) of the first entry of the block holding each entry,
-      and the pooled statistics of that block.
+      ``(start, end, block)``: ``[R, n]`` int32 flat indices (row * N + position, with ``N``
+      the row length padded to a power of two) of the first entry of the block holding each
+      entry and of the entry after its last, and the pooled statistics of that block
+      (``(sum, count)`` for L2, ``(logsumexp(s), logsumexp(w))`` for KL).
     """
     r, n = stats[0].shape
     levels = math.ceil(math.log2(n)) if n > 1 else 0
@@ -286,6 +315,8 @@ def _pav(kind, stats, valid, chunk=None):
     offset = (jnp.arange(groups, dtype=jnp.int32) * chunk)[:, None]
     start = (start + offset).reshape(total)
     end = (end + offset).reshape(total)
+    if kind == "l2":
+        elem, block = elem[:1], block[:1]
     block = tuple(a.reshape(total) for a in block)
     if kind == "l2":
         pre = tuple(jax.lax.cumsum(a, axis=1).reshape(total) for a in elem)
@@ -298,8 +329,11 @@ def _pav(kind, stats, valid, chunk=None):
         start, end, block, suf, pre = _merge_level(kind, level, start, end, block, suf, pre)
 
     start = start.reshape(r, big_n)[:, :n]
+    end = end.reshape(r, big_n)[:, :n]
     block = tuple(a.reshape(r, big_n)[:, :n] for a in block)
-    return start, block
+    if kind == "l2":
+        block = (block[0], (end - start).astype(dtype))
+    return start, end, block
 
 
 def _padded_len(n):
@@ -338,22 +372,20 @@ def _l2_parts(s, w, valid):
     """PAV blocks of ``iso(s, w)`` (L2) and the block means of ``s`` and ``w``."""
     y = jax.lax.stop_gradient(s - w)
     r, n = s.shape
-    start, _ = _pav("l2", (y, jnp.ones_like(y)), valid)
-    big_n = _padded_len(n)
-    size = r * big_n
-    count = _segment_sum(jnp.ones_like(s), start, size)
+    start, _, (_, count) = _pav("l2", (y, jnp.ones_like(y)), valid)
+    size = r * _padded_len(n)
     return start, count, size
 
 
 def _l2_out(s, w, start, count, size):
-    # (s_i - c) - mean_B(s - c) + mean_B(w) with c the block's first s: the value of
-    # s - mean_B(s - w), without cancelling large numbers, and exact (0 + mean_B(w)) on ties.
+    # (s_i - c) - mean_B(s - c - w) with c the block's first s: the value of s - mean_B(s - w)
+    # without cancelling large numbers; exact on ties (d = 0) and on singletons (-(-w_i)).
     r, n = s.shape
     big_n = size // r
     local = (start // big_n) * n + start % big_n
     c = jnp.take(_flat(s), _flat(local), mode="clip").reshape(s.shape)
     d = s - c
-    return d - _segment_sum(d, start, size) / count + _segment_sum(w, start, size) / count
+    return d - _segment_sum(d - w, start, size) / count
 
 
 @jax.custom_jvp
@@ -368,13 +400,15 @@ def _proj_l2_jvp(primals, tangents):
     ds, dw, _ = tangents
     start, count, size = _l2_parts(s, w, valid)
     out = _l2_out(s, w, start, count, size)
-    dout = ds - _segment_sum(ds, start, size) / count + _segment_sum(dw, start, size) / count
+    dout = ds - _segment_sum(ds - dw, start, size) / count
     return out, dout
 
 
 def _kl_parts(s, w, valid):
     r, n = s.shape
-    start, (lse_s, lse_w) = _pav("kl", (jax.lax.stop_gradient(s), jax.lax.stop_gradient(w)), valid)
+    start, _, (lse_s, lse_w) = _pav(
+        "kl", (jax.lax.stop_gradient(s), jax.lax.stop_gradient(w)), valid
+    )
     big_n = _padded_len(n)
     return start, lse_s, lse_w, r * big_n
 
