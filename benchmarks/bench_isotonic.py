@@ -10,7 +10,8 @@ time (first call: trace + compile + run) of the forward pass and of forward + ba
 * ``sigmoid``: ``soft_rank(method="sigmoid")`` (O(n²) pairwise), if available;
 * ``ott-ranks`` / ``ott-topk``: ``ott.tools.soft_sort.ranks`` / ``topk_mask`` (optional);
 * ``rax-approx``: ``rax.utils.approx_ranks`` (optional);
-* ``torchsort``: ``torchsort.soft_rank`` on CPU (optional, timed with torch autograd).
+* ``torchsort``: ``torchsort.soft_rank`` on CPU (optional, timed with torch autograd; a plain
+  ``pip install torchsort`` fails on CPU-only machines, use ``benchmarks/install_torchsort.sh``).
 
 Peers whose cost grows as n² are skipped above a size limit (``--pair-limit``) instead of
 running for minutes. Usage::

@@ -26,7 +26,8 @@ Forward values follow the reference implementation (google-research/fast-soft-so
   once: merging two solved segments pools one suffix of the left one's blocks with one prefix
   of the right one's (the bridge of the two concave majorants, Preparata-Hong style), found by
   a nested 4-ary search on block boundaries that reads suffix/prefix statistics of the
-  segments, kept up to date in O(n) per level. Work O(n log n), sequential depth
+  segments, kept up to date in O(n) per level (L2 stores sums only: counts follow from
+  positions). Work O(n log n), sequential depth
   O(32 + log³ n / 4); the searches are ``fori_loop``s, so the compiled program stays small.
 * **O(n) derivatives.** The Jacobian of PAV is block-constant: block means for L2, block softmax
   weights for KL (Blondel et al., Sec. 4). `_proj_l2` and `_proj_kl` carry a
