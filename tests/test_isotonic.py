@@ -210,6 +210,66 @@ def test_padding(op, regularization):
 
 
 # ----------------------------------------------------------------------------------------------
+# Batches of short rows are ordered by counting comparisons instead of sorting.
+
+
+def _hard_rows(rows, n, seed):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(rows, n))
+    x[::2] = np.round(x[::2])  # ties
+    x[1::3][rng.random(x[1::3].shape) < 0.2] = -0.0
+    x[2::5][rng.random(x[2::5].shape) < 0.1] = np.inf
+    x[3::7][rng.random(x[3::7].shape) < 0.1] = np.nan
+    return x
+
+
+@pytest.mark.parametrize("n", [1, 2, 7, 100, 128])
+def test_counting_order_is_the_stable_sort(n):
+    x = jnp.asarray(_hard_rows(20, n, n))
+    mask = jnp.asarray(np.random.default_rng(n + 1).random((20, n)) < 0.7)
+    for m in (None, mask):
+        perm, pos = jax.jit(isotonic._order)(x, m)
+        assert pos is not None  # 20 rows of n <= 128 take the counting path
+        ref = isotonic._axis.argsort_valid(x, m, descending=True)
+        np.testing.assert_array_equal(perm, ref)
+        inverse = jnp.take_along_axis(pos, perm, axis=-1)
+        np.testing.assert_array_equal(inverse, np.broadcast_to(np.arange(n), (20, n)))
+
+
+def test_counting_path_matches_reference():
+    x = _hard_rows(24, 30, 11)[:, :30]
+    x = np.where(np.isfinite(x), x, 0.5)  # the reference has no NaN/inf semantics
+    for regularization in ("l2", "kl"):
+        rank = soft_rank(jnp.asarray(x), temperature=0.3, regularization=regularization)
+        srt = soft_sort(jnp.asarray(x), temperature=0.3, regularization=regularization)
+        for i in range(x.shape[0]):
+            np.testing.assert_allclose(
+                rank[i], ref_soft_rank(x[i], 0.3, regularization, False), atol=1e-9
+            )
+            np.testing.assert_allclose(
+                srt[i], ref_soft_sort(x[i], 0.3, regularization, False), atol=1e-9
+            )
+
+
+def _has_sort(fn, *args):
+    return "= sort[" in str(jax.make_jaxpr(fn)(*args))
+
+
+def test_counting_path_is_chosen_on_the_whole_vmapped_batch():
+    x = jnp.asarray(np.random.default_rng(12).normal(size=(16, 100)))
+    one = functools.partial(soft_rank, temperature=0.5)
+    assert not _has_sort(one, x)  # 16 rows of 100: counting
+    # vmapped over 64 such batches, the 1024 rows exceed the comparison budget: sort.
+    xs = jnp.broadcast_to(x, (64, 16, 100))
+    assert _has_sort(jax.vmap(one), xs)
+    # Both paths give the same values, and so does the vmapped counting path (4 x 16 rows).
+    np.testing.assert_array_equal(jax.vmap(one)(xs)[0], one(x))
+    np.testing.assert_array_equal(jax.vmap(one)(xs[:4])[3], one(x))
+    g = jax.grad(lambda x: jnp.sum(jax.vmap(one)(x)[:, :, 0] ** 2))(xs[:4])
+    np.testing.assert_array_equal(g[2], jax.grad(lambda x: jnp.sum(one(x)[:, 0] ** 2))(x))
+
+
+# ----------------------------------------------------------------------------------------------
 # Top-k masks.
 
 

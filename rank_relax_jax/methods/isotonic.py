@@ -443,10 +443,101 @@ def _check_regularization(regularization):
         )
 
 
+# Short rows in a batch are ordered by counting pairwise comparisons instead of XLA's sort, which
+# costs about 9 us per row of 100 on CPU. Measured (soft_rank fwd+bwd, 2-core CPU): 1.3 against
+# 2.2 ms at (128, 100), 5.7 against 8.2 ms at (512, 100); above about 5M comparisons the
+# comparison matrix leaves the cache and the sort wins (13.9 against 11.0 ms at (768, 100)).
+# A single row is cheaper to sort.
+_PAIRWISE_MAX_N = 128
+_PAIRWISE_MIN_ROWS = 16
+_PAIRWISE_MAX_WORK = 5 << 20
+
+
+def _pairwise_positions(key, mask):
+    """Slot of every entry in the stable ascending order of ``key`` (padding, then NaN, last).
+
+    Matches ``lax.sort``: NaNs compare equal to each other and after every number, -0.0 equals
+    0.0, ties keep their index order. ``[R, n]`` rows; an ``[R, n, n]`` boolean temporary
+    (bounded by ``_PAIRWISE_MAX_WORK``).
+    """
+    n = key.shape[-1]
+    idx = jnp.arange(n)
+    earlier = (idx[:, None] < idx[None, :])[None]
+    nan = jnp.isnan(key)
+    k = jnp.where(nan, jnp.zeros((), key.dtype), key)
+    pad = jnp.zeros(key.shape, bool) if mask is None else ~mask
+    kj, ki = k[:, :, None], k[:, None, :]
+    nj, ni = nan[:, :, None], nan[:, None, :]
+    pj, pi = pad[:, :, None], pad[:, None, :]
+    key_before = (~nj & ni) | ((nj == ni) & ((kj < ki) | ((kj == ki) & earlier)))
+    before = (~pj & pi) | ((pj == pi) & key_before)
+    return jnp.sum(before, axis=1, dtype=jnp.int32)
+
+
+def _small_order_impl(key, mask):
+    """``(perm, pos)`` of ``[..., n]`` rows with ``n <= _PAIRWISE_MAX_N``: counting or a sort."""
+    n = key.shape[-1]
+    rows = math.prod(key.shape[:-1])
+    iota = jnp.broadcast_to(jnp.arange(n, dtype=jnp.int32), key.shape)
+    if rows < _PAIRWISE_MIN_ROWS or rows * n * n > _PAIRWISE_MAX_WORK:
+        perm = _axis.argsort_valid(key, mask, descending=False)
+        return perm, _axis.unsort(perm, iota)
+    m = None if mask is None else mask.reshape(rows, n)
+    pos = _pairwise_positions(key.reshape(rows, n), m).reshape(key.shape)
+    return _axis.unsort(pos, iota), pos
+
+
+def _batched_rule(fn):
+    # The choice depends on the number of rows, so under vmap it is made again on the whole
+    # batch; otherwise a vmapped call could build a comparison matrix far above the limit.
+    def rule(axis_size, in_batched, *args):
+        args = (
+            a if batched else jnp.broadcast_to(a, (axis_size, *a.shape))
+            for a, batched in zip(args, in_batched, strict=True)
+        )
+        return fn(*args), (True, True)
+
+    return rule
+
+
+@jax.custom_batching.custom_vmap
+def _small_order(key):
+    return _small_order_impl(key, None)
+
+
+@jax.custom_batching.custom_vmap
+def _small_order_masked(key, mask):
+    return _small_order_impl(key, mask)
+
+
+_small_order.def_vmap(_batched_rule(_small_order))
+_small_order_masked.def_vmap(_batched_rule(_small_order_masked))
+
+
+def _order(z, mask):
+    """Permutation sorting ``z`` in decreasing order with padding last, and its inverse.
+
+    Returns:
+      ``(perm, pos)``; ``pos`` (the slot of every entry) is None when it was not computed.
+    """
+    key = -jax.lax.stop_gradient(z)
+    if z.shape[-1] > _PAIRWISE_MAX_N:
+        return _axis.argsort_valid(-key, mask, descending=True), None
+    if mask is None:
+        return _small_order(key)
+    return _small_order_masked(key, mask)
+
+
 def _sorted_frame(z, mask):
-    """Permutation sorting ``z`` in decreasing order with padding last, and the sorted values."""
-    perm = _axis.argsort_valid(jax.lax.stop_gradient(z), mask, descending=True)
-    return perm, jnp.take_along_axis(z, perm, axis=-1)
+    """Order of ``z`` (see `_order`) and the values of ``z`` in that order."""
+    perm, pos = _order(z, mask)
+    return perm, pos, jnp.take_along_axis(z, perm, axis=-1)
+
+
+def _unsort(perm, pos, values):
+    if pos is None:
+        return _axis.unsort(perm, values)
+    return jnp.take_along_axis(values, pos, axis=-1)
 
 
 def _valid_sorted(mask, perm):
@@ -496,14 +587,14 @@ def isotonic_rank(x, mask, temperature, *, descending, regularization="l2"):
     _check_regularization(regularization)
     sign = -1 if descending else 1
     theta = (sign * x) / temperature
-    perm, s = _sorted_frame(theta, mask)
+    perm, pos, s = _sorted_frame(theta, mask)
     valid = _valid_sorted(mask, perm)
     rho = _positions(x, mask)
     if regularization == "l2":
         out = _rowwise(lambda a, b: _proj_l2(a, b, _rows(valid, a)))(s, rho)
     else:
         out = jnp.exp(_rowwise(lambda a, b: _proj_kl(a, b, _rows(valid, a)))(s, jnp.log(rho)))
-    return _axis.unsort(perm, out)
+    return _unsort(perm, pos, out)
 
 
 def _rows(valid, like):
@@ -535,7 +626,7 @@ def isotonic_sort(x, mask, temperature, *, descending, regularization="l2"):
     """  # noqa: E501
     _check_regularization(regularization)
     sign = 1 if descending else -1
-    perm, w = _sorted_frame(sign * x, mask)
+    perm, _, w = _sorted_frame(sign * x, mask)
     valid = _valid_sorted(mask, perm)
     r = _positions(x, mask) / temperature
     proj = _proj_l2 if regularization == "l2" else _proj_kl
@@ -581,7 +672,7 @@ def isotonic_topk_mask(x, mask, k, temperature, *, regularization="l2"):
     """
     _check_regularization(regularization)
     theta = x / temperature
-    perm, s = _sorted_frame(theta, mask)
+    perm, pos, s = _sorted_frame(theta, mask)
     valid = _valid_sorted(mask, perm)
     n = x.shape[-1]
     hot = jnp.broadcast_to(jnp.arange(n) < k, x.shape)
@@ -597,4 +688,4 @@ def isotonic_topk_mask(x, mask, k, temperature, *, regularization="l2"):
     if mask is not None:
         few = jnp.sum(mask, axis=-1, keepdims=True) <= k
         out = jnp.where(few, jnp.ones((), x.dtype), out)
-    return _axis.unsort(perm, out)
+    return _unsort(perm, pos, out)
