@@ -13,6 +13,7 @@ is exactly 0 and its gradient exactly 0): the double-``where`` pattern of ``jax.
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Any
 
 import jax
@@ -136,8 +137,9 @@ def unsort(perm: jax.Array, values: jax.Array) -> jax.Array:
     """
     batch = perm.shape[:-1]
     n = perm.shape[-1]
-    p2 = perm.reshape(-1, n)
-    v2 = values.reshape(-1, n)
+    rows = math.prod(batch)  # not reshape(-1, n): that is ambiguous when n == 0
+    p2 = perm.reshape(rows, n)
+    v2 = values.reshape(rows, n)
     rows = jnp.arange(p2.shape[0])[:, None]
     out = jnp.zeros_like(v2).at[rows, p2].set(v2, unique_indices=True)
     return out.reshape(*batch, n)

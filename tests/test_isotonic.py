@@ -15,7 +15,7 @@ import pytest
 from jax.test_util import check_grads
 
 from rank_relax_jax.methods import isotonic
-from rank_relax_jax.ranking import soft_rank, soft_sort
+from rank_relax_jax.ranking import rank, soft_rank, soft_sort
 from rank_relax_jax.topk import soft_topk_mask, topk_mask
 
 # ----------------------------------------------------------------------------------------------
@@ -240,11 +240,11 @@ def test_counting_path_matches_reference():
     x = _hard_rows(24, 30, 11)[:, :30]
     x = np.where(np.isfinite(x), x, 0.5)  # the reference has no NaN/inf semantics
     for regularization in ("l2", "kl"):
-        rank = soft_rank(jnp.asarray(x), temperature=0.3, regularization=regularization)
+        ranks = soft_rank(jnp.asarray(x), temperature=0.3, regularization=regularization)
         srt = soft_sort(jnp.asarray(x), temperature=0.3, regularization=regularization)
         for i in range(x.shape[0]):
             np.testing.assert_allclose(
-                rank[i], ref_soft_rank(x[i], 0.3, regularization, False), atol=1e-9
+                ranks[i], ref_soft_rank(x[i], 0.3, regularization, False), atol=1e-9
             )
             np.testing.assert_allclose(
                 srt[i], ref_soft_sort(x[i], 0.3, regularization, False), atol=1e-9
@@ -415,6 +415,20 @@ def test_low_precision(dtype):
         np.testing.assert_allclose(out.astype(jnp.float64), ref, rtol=2e-2, atol=2e-2)
     m = soft_topk_mask(x, 4, temperature=0.5)
     assert m.dtype == dtype
+
+
+@pytest.mark.parametrize("shape", [(0, 5), (3, 0), (0, 0), (2, 0, 4)])
+def test_empty_inputs_give_empty_outputs(shape):
+    # An empty batch (or empty lists) is nothing to solve; the shapes pass through.
+    x = jnp.ones(shape)
+    for regularization in ("l2", "kl"):
+        assert soft_rank(x, regularization=regularization).shape == shape
+        assert soft_sort(x, regularization=regularization).shape == shape
+        if shape[-1]:
+            assert soft_topk_mask(x, 1, regularization=regularization).shape == shape
+    assert rank(x).shape == shape  # the exact op shares the un-permuting scatter
+    g = jax.grad(lambda x: jnp.sum(soft_rank(x)))(x)
+    assert g.shape == shape
 
 
 def test_regularization_is_checked():

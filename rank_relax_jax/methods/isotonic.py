@@ -363,8 +363,10 @@ def _rowwise(fn):
     @functools.wraps(fn)
     def wrapped(*arrays):
         shape = arrays[0].shape
+        if arrays[0].size == 0:  # an empty batch or empty rows: nothing to solve
+            return jnp.zeros(shape, arrays[0].dtype)
         n = shape[-1]
-        out = fn(*(a.reshape(-1, n) for a in arrays))
+        out = fn(*(a.reshape(math.prod(shape[:-1]), n) for a in arrays))
         return jax.tree.map(lambda o: o.reshape(shape), out)
 
     return wrapped
