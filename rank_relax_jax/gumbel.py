@@ -82,7 +82,7 @@ def _support(frame: _axis.Frame) -> tuple[jax.Array, jax.Array]:
 
 def _safe_max(z: jax.Array, valid: jax.Array) -> jax.Array:
     """Max over the valid entries of the last axis (kept), 0 for an empty row; no gradient."""
-    m = jnp.max(jnp.where(valid, z, -jnp.inf), axis=-1, keepdims=True)
+    m = jnp.max(jnp.where(valid, z, -jnp.inf), axis=-1, keepdims=True, initial=-jnp.inf)
     m = jnp.where(m == -jnp.inf, jnp.zeros((), z.dtype), m)
     return jax.lax.stop_gradient(m)
 

@@ -328,9 +328,9 @@ def mrr(
     relevant = (jax.lax.stop_gradient(y) > 0) & frame.valid()
     first, last = _tie_bounds(s, frame.mask)
     big = jnp.asarray(frame.n + 1, dt)
-    f = jnp.min(jnp.where(relevant, first, big), axis=-1, keepdims=True)
+    f = jnp.min(jnp.where(relevant, first, big), axis=-1, keepdims=True, initial=big)
     in_group = frame.valid() & (first == f)
-    g = jnp.max(jnp.where(in_group, last, 0), axis=-1, keepdims=True) - f + 1
+    g = jnp.max(jnp.where(in_group, last, 0), axis=-1, keepdims=True, initial=0) - f + 1
     r = jnp.sum(relevant & in_group, axis=-1, keepdims=True).astype(dt)
     any_rel = r > 0
     g = jnp.where(any_rel, g, 1)

@@ -188,6 +188,21 @@ def test_padding_gets_exactly_zero_gradient(op):
 
 
 @parametrize_ops
+@pytest.mark.parametrize("shape", [(0, 6), (3, 0), (2, 0, 4)])
+def test_empty_inputs_give_empty_outputs(op, shape):
+    x = jnp.zeros(shape)
+    if shape[-1] < K and op.name.startswith(("soft_topk_mask", "topk_mask")):
+        with pytest.raises(ValueError, match="argument `k` must be in"):
+            op(x)
+        return
+    out = op(x)
+    expected = (*shape, shape[-1]) if op.kind == "matrix" else shape
+    assert out.shape == expected
+    if op.smooth:
+        assert jax.grad(lambda v: jnp.sum(op(v)))(x).shape == shape
+
+
+@parametrize_ops
 def test_fully_masked_rows_are_finite_with_zero_gradient(op):
     x = jnp.asarray(_distinct((3, 6), seed=6))
     mask = np.ones((3, 6), bool)

@@ -742,3 +742,9 @@ def test_argument_errors_name_the_function_and_argument():
         gumbel.gumbel_softmax(key, x, axis=2)
     with pytest.raises(ValueError, match=r"argument `where`"):
         gumbel.relaxed_topk_gumbel(key, x, 2, where=jnp.ones((4,), bool))
+
+
+@pytest.mark.parametrize("shape", [(3, 0), (0, 4)])
+def test_gumbel_softmax_of_empty_inputs(shape):
+    out = gumbel.gumbel_softmax(jax.random.key(0), jnp.zeros(shape))
+    assert out.shape == shape

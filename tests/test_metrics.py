@@ -17,7 +17,7 @@ import pytest
 import scipy.stats
 from sklearn.metrics import average_precision_score, ndcg_score
 
-from rank_relax_jax import metrics
+from rank_relax_jax import losses, metrics
 
 B, N = 40, 7
 
@@ -258,3 +258,18 @@ def test_errors_name_function_and_argument():
         metrics.mrr(jnp.zeros((2, 4), jnp.int32), s)
     with pytest.raises(TypeError, match=r"spearman: argument `labels`"):
         metrics.spearman(s, jnp.zeros((2, 4), jnp.complex64))
+
+
+@pytest.mark.parametrize("shape", [(3, 0), (0, 4)])
+def test_empty_lists_and_batches(shape):
+    # An empty list has no relevant item: every metric is 0 (as for a query without relevant
+    # items); an empty batch gives an empty result.
+    x = jnp.zeros(shape)
+    for name in ("ndcg", "mrr", "average_precision", "spearman", "kendall_tau"):
+        out = getattr(metrics, name)(x, x)
+        assert out.shape == shape[:-1], name
+        np.testing.assert_array_equal(out, 0.0)
+    for name in ("ndcg_loss", "spearman_loss", "listmle_loss", "listnet_loss"):
+        loss = getattr(losses, name)
+        assert float(loss(x, x)) == 0.0, name
+        assert jax.grad(lambda s, loss=loss: loss(s, x))(x).shape == shape, name

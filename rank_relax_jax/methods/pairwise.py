@@ -59,9 +59,9 @@ def _pairwise_rank(
     sign = -1.0 if descending else 1.0
     n = x.shape[-1]
     batch = x.shape[:-1]
-    xf = x.reshape(-1, n)
-    b = xf.shape[0]
-    w = None if mask is None else mask.reshape(-1, n).astype(x.dtype)
+    b = math.prod(batch)  # not reshape(-1, n): ambiguous when n == 0
+    xf = x.reshape(b, n)
+    w = None if mask is None else mask.reshape(b, n).astype(x.dtype)
     inv = jnp.asarray(sign, x.dtype) / scale
 
     def rows(xi: jax.Array) -> jax.Array:

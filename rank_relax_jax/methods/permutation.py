@@ -46,7 +46,7 @@ def masked_softmax(logits: jax.Array, mask: jax.Array | None) -> jax.Array:
         return jax.nn.softmax(logits, axis=-1)
     mask = jnp.broadcast_to(mask, logits.shape)
     safe = jnp.where(mask, logits, -big)
-    shift = jax.lax.stop_gradient(jnp.max(safe, axis=-1, keepdims=True))
+    shift = jax.lax.stop_gradient(jnp.max(safe, axis=-1, keepdims=True, initial=-big))
     e = jnp.where(mask, jnp.exp(safe - shift), 0.0)
     total = jnp.sum(e, axis=-1, keepdims=True)
     return e / jnp.where(total > 0, total, 1.0)
@@ -63,7 +63,7 @@ def rescale(
     temperature is floored at the smallest normal number so ``0 / 0`` cannot occur.
     """
     mag = jnp.abs(x) if mask is None else jnp.where(mask, jnp.abs(x), 0.0)
-    top = jax.lax.stop_gradient(jnp.max(mag, axis=-1, keepdims=True))
+    top = jax.lax.stop_gradient(jnp.max(mag, axis=-1, keepdims=True, initial=0.0))
     top = jnp.where(jnp.isfinite(top) & (top > 0), top, 1.0)
     # Keep the scale and its reciprocal normal numbers (XLA may compute x / scale as
     # x * (1 / scale) and flush a subnormal reciprocal to zero).

@@ -40,10 +40,10 @@ DELTA = 0.1
 def _scores(x: jax.Array, mask: jax.Array | None, descending: bool) -> jax.Array:
     """Non-negative scores ``s = a x - min(a x)`` over the valid entries (padding gets 0)."""
     s = x if descending else -x
-    if mask is None:
-        return s - jnp.min(s, axis=-1, keepdims=True)
     big = jnp.finfo(s.dtype).max
-    lo = jnp.min(jnp.where(mask, s, big), axis=-1, keepdims=True)
+    if mask is None:
+        return s - jnp.min(s, axis=-1, keepdims=True, initial=big)
+    lo = jnp.min(jnp.where(mask, s, big), axis=-1, keepdims=True, initial=big)
     lo = jnp.where(lo == big, 0.0, lo)  # fully masked row
     return jnp.where(mask, s - lo, 0.0)
 
