@@ -24,12 +24,12 @@ import json
 import os
 import pathlib
 import platform
-import statistics
 import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from _timing import time_calls
 
 from rank_relax_jax.gumbel import gumbel_topk, relaxed_subset_sample, relaxed_topk_gumbel
 
@@ -64,16 +64,10 @@ def _ops(k):
 
 
 def _timed(fn, *args, min_time=1.0, min_reps=5, max_reps=200):
-    jax.block_until_ready(fn(*args))  # warm-up
-    times = []
-    start = time.perf_counter()
-    while len(times) < max_reps and (
-        len(times) < min_reps or time.perf_counter() - start < min_time
-    ):
-        t0 = time.perf_counter()
-        jax.block_until_ready(fn(*args))
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+    def call():
+        return jax.block_until_ready(fn(*args))
+
+    return time_calls(call, min_time=min_time, min_reps=min_reps, max_reps=max_reps)["median_s"]
 
 
 def _compile(fn, *args):

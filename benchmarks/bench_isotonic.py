@@ -28,12 +28,11 @@ import json
 import os
 import pathlib
 import platform
-import statistics
-import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from _timing import time_calls
 
 SHAPES = [
     (1, 100),
@@ -49,19 +48,12 @@ QUICK_SHAPES = [(1, 100), (1, 1000), (128, 100)]
 
 
 def _timeit(fn, *args, min_time=0.5, max_reps=30, min_reps=3):
-    t0 = time.perf_counter()
-    jax.block_until_ready(fn(*args))
-    first = time.perf_counter() - t0
-    times = []
-    start = time.perf_counter()
-    while len(times) < min_reps or (
-        len(times) < max_reps and time.perf_counter() - start < min_time
-    ):
-        t0 = time.perf_counter()
-        jax.block_until_ready(fn(*args))
-        times.append(time.perf_counter() - t0)
-    median = statistics.median(times)
-    return {"compile_s": max(first - median, 0.0), "median_s": median, "reps": len(times)}
+    return time_calls(
+        lambda: jax.block_until_ready(fn(*args)),
+        min_time=min_time,
+        min_reps=min_reps,
+        max_reps=max_reps,
+    )
 
 
 def _jax_methods():
@@ -121,17 +113,7 @@ def _torchsort_method():
 
 
 def _time_torch(run, x, w, backward, min_time=0.5, max_reps=30):
-    t0 = time.perf_counter()
-    run(x, w, backward)
-    first = time.perf_counter() - t0
-    times = []
-    start = time.perf_counter()
-    while len(times) < 3 or (len(times) < max_reps and time.perf_counter() - start < min_time):
-        t0 = time.perf_counter()
-        run(x, w, backward)
-        times.append(time.perf_counter() - t0)
-    median = statistics.median(times)
-    return {"compile_s": max(first - median, 0.0), "median_s": median, "reps": len(times)}
+    return time_calls(lambda: run(x, w, backward), min_time=min_time, min_reps=3, max_reps=max_reps)
 
 
 def _allowed(cost, shape, args):

@@ -289,8 +289,8 @@ def _pav(kind, stats, valid, chunk=None):
       (``(sum, count)`` for L2, ``(logsumexp(s), logsumexp(w))`` for KL).
     """
     r, n = stats[0].shape
-    levels = math.ceil(math.log2(n)) if n > 1 else 0
-    big_n = 1 << levels
+    big_n = _padded_len(n)
+    levels = big_n.bit_length() - 1
     dtype = stats[0].dtype
     # Padding (masked entries and the power-of-two tail) gets a value below every pooled value
     # of the valid entries, so it never pools with them (a block pools with its right neighbour
@@ -526,9 +526,9 @@ def _order(z, mask):
     Returns:
       ``(perm, pos)``; ``pos`` (the slot of every entry) is None when it was not computed.
     """
-    key = -jax.lax.stop_gradient(z)
     if z.shape[-1] > _PAIRWISE_MAX_N:
-        return _axis.argsort_valid(-key, mask, descending=True), None
+        return _axis.argsort_valid(jax.lax.stop_gradient(z), mask, descending=True), None
+    key = -jax.lax.stop_gradient(z)  # ascending order of the key = descending order of z
     if mask is None:
         return _small_order(key)
     return _small_order_masked(key, mask)

@@ -96,6 +96,11 @@ def rank_from_permutation(p: jax.Array, mask: jax.Array | None) -> jax.Array:
     return jnp.einsum("...r,...rj->...j", weights, p)
 
 
+def sort_from_permutation(p: jax.Array, x: jax.Array) -> jax.Array:
+    r"""Soft-sorted values $\hat P x$ from a ``[..., n, n]`` matrix (row $r$: slot $r$)."""
+    return jnp.einsum("...rj,...j->...r", p, x)
+
+
 def _column_mask(mask: jax.Array | None) -> jax.Array | None:
     return None if mask is None else mask[..., None, :]
 
@@ -193,7 +198,7 @@ def neuralsort_sort(
       array([-1.129,  0.255,  2.473], dtype=float32)
     """
     p = neuralsort_permutation(x, mask, temperature, descending=descending)
-    return jnp.einsum("...rj,...j->...r", p, x)
+    return sort_from_permutation(p, x)
 
 
 def neuralsort_rank(
@@ -300,7 +305,7 @@ def softsort_sort(
       array([-1.127,  0.255,  2.471], dtype=float32)
     """
     p = softsort_permutation(x, mask, temperature, descending=descending)
-    return jnp.einsum("...rj,...j->...r", p, x)
+    return sort_from_permutation(p, x)
 
 
 def softsort_rank(

@@ -29,7 +29,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from rank_relax_jax.methods.permutation import masked_softmax, rescale
+from rank_relax_jax.methods.permutation import masked_softmax, rescale, sort_from_permutation
 
 # The paper's margin hyperparameter δ. Its analysis needs 0 < δ < 1/2; a small δ keeps the
 # untaken entries' weight (1 - δ)^(r - 1) large at deep ranks, a larger δ pushes the taken
@@ -167,7 +167,7 @@ def smoothi_sort(
     p = smoothi_permutation(
         x, mask, temperature, descending=descending, delta=delta, stop_gradient=stop_gradient
     )
-    return jnp.einsum("...rj,...j->...r", p, x)
+    return sort_from_permutation(p, x)
 
 
 def smoothi_rank(
