@@ -340,21 +340,20 @@ def test_hotpotqa_counts():
     assert all(len(q.titles) == len(q.texts) == len(q.passages) == q.n for q in qs)
     assert all(q.gold.sum() == 2 for q in qs)
     assert all(not np.any(q.bridge & ~q.gold) for q in qs)
-    assert sum(int(q.bridge.sum()) for q in qs) == 95
-    assert sum(q.bridge.any() for q in qs) == 86
+    # The data README: 68 bridge questions in which one gold paragraph lacks the answer string.
+    assert sum(int(q.bridge.sum()) for q in qs) == 68
+    assert sum(q.bridge.any() for q in qs) == 68
     assert sum(q.qtype == "bridge" for q in qs) == 78
-    assert sum(q.qtype == "bridge" and q.bridge.any() for q in qs) == 67
+    assert not any(q.bridge.any() for q in qs if q.qtype != "bridge")
     q = qs[0]
     assert q.answers == ("a spirit",) and q.passages[0].startswith(
         "Demon Dice. Demon Dice, originally"
     )
-    for q in qs:  # bridge paragraphs lack the answer, other gold paragraphs have it
+    for q in qs:  # in bridge questions, bridge paragraphs lack the answer and the others have it
+        if q.qtype != "bridge":
+            continue
         for i in np.flatnonzero(q.gold):
-            contains = (
-                f" {data.normalize_answer(q.answers[0])} "
-                in f" {data.normalize_answer(q.texts[i])} "
-            )
-            assert contains != q.bridge[i]
+            assert (q.answers[0].lower() in q.texts[i].lower()) != q.bridge[i]
 
 
 def test_musique_counts():
