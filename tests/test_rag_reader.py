@@ -344,6 +344,9 @@ def test_paragraph_and_prompt_formats(tiny, model, question):
     gen, gen_target = reader.build_prompt(tok, "Where is the Eiffel Tower?", None)
     assert tok.decode(gen) == "Question: Where is the Eiffel Tower?\nAnswer:"
     assert not gen_target.any()
+    inst, inst_target = reader.build_prompt(tok, "Why?", "So.", instruction=reader.FEW_WORDS)
+    assert tok.decode(inst[inst_target]) == " So.\n"
+    assert tok.decode(inst).startswith(reader.FEW_WORDS + "Question: Why?\nAnswer: So.\n")
 
 
 def test_one_unmasked_paragraph_equals_causal_lm_on_concatenation(tiny, model, question):
