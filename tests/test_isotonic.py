@@ -454,3 +454,151 @@ def test_against_torchsort():
             ).numpy()
             got = soft_sort(jnp.asarray(x), temperature=t, regularization=regularization)
             np.testing.assert_allclose(got, ref, atol=1e-6)
+
+
+# ----------------------------------------------------------------------------------------------
+# Issue 16: padding (masked entries and the power-of-two tail of a partial 32-entry chunk) must
+# never pool with valid entries, in any dtype. In float64 the KL sort of a list of 33 once put
+# its last block into the padding and came out 1.0 too low at the top.
+
+
+def ref_topk(x, k, eps, kind):
+    n = len(x)
+    if n <= k:
+        return np.ones(n)
+    theta = np.asarray(x, np.float64) / eps
+    perm = np.argsort(-theta, kind="stable")
+    s = theta[perm]
+    hot = np.arange(n) < k
+    if kind == "l2":
+        proj = np.clip(s - ref_pav("l2", s, hot.astype(np.float64)), 0, 1)
+    else:
+        with np.errstate(divide="ignore"):
+            logw = np.log(hot.astype(np.float64))
+        proj = np.minimum(np.exp(s - ref_pav("kl", s, logw)), 1)
+    out = np.empty(n)
+    out[perm] = proj
+    return out
+
+
+# Every list length 1..130 (one ragged batch per width: 128 takes the counting path, 130 the
+# sort path) and the lengths around every multiple of 32 up to 257 (two to four merge levels
+# above the 32-entry chunks; the issue's n = 513 is in the unmasked test).
+_AROUND = sorted({m + d for m in range(32, 257, 32) for d in (-1, 0, 1)} | {257})
+_WIDTH_SIZES = {128: list(range(1, 129)), 130: list(range(1, 131)), 260: _AROUND}
+_EPS, _SHIFT, _K = 0.1, 100.0, 3
+# Relative tolerance against the float64 reference: KL ranks in float32 lose a few ulps of
+# x / ε ≈ 3000 in the exponent (measured up to 1.1e-4).
+_TOL = {np.float32: 5e-4, np.float64: 1e-9}
+
+
+def _lists(width, sizes, dtype, seed):
+    """Rows of N(0, 100²) values (every fourth row with ties), valid on a prefix of each row."""
+    rng = np.random.default_rng(seed)
+    x = rng.normal(0, 100, size=(len(sizes), width))
+    x[::4] = np.round(x[::4] / 50) * 50
+    return x.astype(dtype), np.arange(width)[None, :] < np.array(sizes)[:, None]
+
+
+@functools.cache
+def _all_ops(regularization, masked, k=_K):
+    def ops(x):
+        kw = {"temperature": _EPS, "regularization": regularization}
+        x, where = x if masked else (x, None)
+        return (
+            soft_rank(x, where=where, **kw),
+            soft_rank(x + _SHIFT, where=where, **kw),
+            soft_sort(x, where=where, **kw),
+            soft_sort(x + _SHIFT, where=where, **kw),
+            soft_topk_mask(x, k, where=where, **kw),
+        )
+
+    return jax.jit(ops)
+
+
+# Lists whose shifted KL sort is still wrong: exact ties that the hull merges' bridge search
+# pools differently after rounding (not padding). Pinned by test_kl_sort_of_shifted_ties_bug.
+_KNOWN_TIE_BUG = {(130, "kl", np.float64): {41}}
+
+
+def _check_lists(x, sizes, outs, regularization, dtype, k=_K, skip_shift=frozenset()):
+    rank_, rank_c, sort_, sort_c, topk_ = (np.asarray(o, np.float64) for o in outs)
+    tol = _TOL[dtype]
+    for i, n in enumerate(sizes):
+        row = x[i, :n].astype(np.float64)
+        msg = f"{n=} {regularization=} {np.dtype(dtype).name}"
+        for got, ref in (
+            (rank_[i, :n], ref_soft_rank(row, _EPS, regularization, False)),
+            (sort_[i, :n], ref_soft_sort(row, _EPS, regularization, False)),
+            (topk_[i, :n], ref_topk(row, k, _EPS, regularization)),
+        ):
+            scale = max(1.0, np.abs(ref).max())
+            np.testing.assert_allclose(got, ref, rtol=0, atol=tol * scale, err_msg=msg)
+        # Shift equivariance: sort(x + c) = sort(x) + c and rank(x + c) = rank(x), up to the
+        # rounding of x + c (ranks see it divided by ε, inside an exponential for KL).
+        big = np.abs(row).max() + _SHIFT
+        ulps = 8 * np.finfo(dtype).eps * big
+        if n in skip_shift:
+            continue
+        np.testing.assert_allclose(
+            sort_c[i, :n] - _SHIFT, sort_[i, :n], rtol=0, atol=ulps + tol * big, err_msg=msg
+        )
+        atol = (ulps / _EPS + tol) * n
+        np.testing.assert_allclose(rank_c[i, :n], rank_[i, :n], rtol=0, atol=atol, err_msg=msg)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
+@pytest.mark.parametrize("regularization", ["l2", "kl"])
+@pytest.mark.parametrize("width", sorted(_WIDTH_SIZES))
+def test_padding_never_pools_with_valid_entries(width, regularization, dtype):
+    sizes = _WIDTH_SIZES[width]
+    x, where = _lists(width, sizes, dtype, seed=width)
+    outs = _all_ops(regularization, True)((jnp.asarray(x), jnp.asarray(where)))
+    for o in outs:
+        assert o.dtype == dtype
+        np.testing.assert_array_equal(np.asarray(o)[~where], 0.0)
+    skip = _KNOWN_TIE_BUG.get((width, regularization, dtype), frozenset())
+    _check_lists(x, sizes, outs, regularization, dtype, skip_shift=skip)
+
+
+@pytest.mark.xfail(strict=True, reason="open: KL sort of exact ties after a shift (issue 16)")
+def test_kl_sort_of_shifted_ties_bug():
+    # The list of 41 values in multiples of 50 (ties) of the width-130 batch: soft_sort(x + 100)
+    # comes out 10 (one step of 1/ε) off the reference at the top in float64. Without the shift,
+    # and alone, it is right. Not padding: the bridge search of the hull merges assumes strictly
+    # decreasing block values, which rounding breaks on exact ties.
+    sizes = _WIDTH_SIZES[130]
+    x, where = _lists(130, sizes, np.float64, seed=130)
+    out = soft_sort(
+        jnp.asarray(x + _SHIFT), temperature=_EPS, where=jnp.asarray(where), regularization="kl"
+    )
+    ref = ref_soft_sort(x[40, :41] + _SHIFT, _EPS, "kl", False)
+    np.testing.assert_allclose(np.asarray(out)[40, :41], ref, atol=1e-6)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
+@pytest.mark.parametrize("regularization", ["l2", "kl"])
+@pytest.mark.parametrize("n", [1, 2, 33, 65, 100, 129, 513])
+def test_unmasked_partial_chunks_match_reference(n, regularization, dtype):
+    # No `where`: only the power-of-two tail is padding. 16 rows take the counting path (n <= 128).
+    x, _ = _lists(n, [n] * 16, dtype, seed=n)
+    k = min(_K, n)
+    outs = _all_ops(regularization, False, k)(jnp.asarray(x))
+    _check_lists(x, [n] * 16, outs, regularization, dtype, k)
+
+
+def test_issue_16_example():
+    x = jnp.array([0.0] * 26 + [20.0, 20.0, 30.0, 40.0, 60.0, 60.0, 70.0], jnp.float64)
+    out = soft_sort(x, temperature=0.1, regularization="kl")
+    np.testing.assert_allclose(out[-3:], [50.0, 60.0, 70.0], atol=1e-9)
+    np.testing.assert_allclose(soft_sort(x - 70, temperature=0.1, regularization="kl") + 70, out)
+
+    # The VJP: shift equivariance makes every row of the Jacobian sum to 1 (the old solver
+    # leaked it into the padding), and the shifted list has the same gradient.
+    def top(x):
+        return soft_sort(x, temperature=0.1, regularization="kl")[-1]
+
+    g = jax.grad(top)(x)
+    np.testing.assert_allclose(jnp.sum(g), 1.0, atol=1e-9)
+    np.testing.assert_allclose(jax.grad(top)(x - 70), g, atol=1e-9)

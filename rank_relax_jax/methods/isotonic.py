@@ -27,7 +27,9 @@ Forward values follow the reference implementation (google-research/fast-soft-so
   of the right one's (the bridge of the two concave majorants, Preparata-Hong style), found by
   a nested 4-ary search on block boundaries that reads suffix/prefix statistics of the
   segments, kept up to date in O(n) per level (L2 stores sums only: counts follow from
-  positions). Work O(n log n), sequential depth
+  positions). Padding (masked entries and the power-of-two tail) is excluded from pooling by
+  an explicit liveness mask in every comparison, never by a sentinel value, so it cannot pool
+  with valid entries after rounding in any dtype. Work O(n log n), sequential depth
   O(32 + log³ n / 4); the searches are ``fori_loop``s, so the compiled program stays small.
 * **No sort for batches of short rows.** Rows of at most 128 entries, 16 or more of them, are
   ordered by counting pairwise comparisons (`_pairwise_positions`, same order as ``lax.sort``),
@@ -126,11 +128,13 @@ def _last_true(pred, nbits, prefix_shape, limit):
     return jax.lax.fori_loop(0, steps, body, off)
 
 
-def _chunk_pav(kind, elem, chunk):
+def _chunk_pav(kind, elem, live, chunk):
     """Sequential PAV on ``[G, chunk]`` rows, vectorized over the ``G`` rows.
 
     A stack machine: each of the ``2 * chunk - 1`` steps either pools the two top blocks of a
-    row's stack (when they violate the order) or pushes the row's next entry.
+    row's stack (when they violate the order) or pushes the row's next entry. Entries where
+    ``live`` is False (padding, a suffix of every row) stay singletons and never pool: the
+    decision is made on ``live``, not on a sentinel value, so it holds in every dtype.
 
     Returns:
       ``(start, end, block)``: per entry, the local start and end (exclusive) of its block and
@@ -144,7 +148,9 @@ def _chunk_pav(kind, elem, chunk):
         below, at = jnp.maximum(top - 1, 0), jnp.maximum(top, 0)
         a = tuple(s[rows, below] for s in stack)
         b = tuple(s[rows, at] for s in stack)
-        pool = (top >= 1) & (_value(kind, a) <= _value(kind, b))
+        # The top block is padding iff its first entry is: padding never pools.
+        top_live = live[rows, sstart[rows, at]]
+        pool = (top >= 1) & top_live & (_value(kind, a) <= _value(kind, b))
         push = ~pool & (nxt < chunk)
         e = tuple(x[rows, jnp.minimum(nxt, chunk - 1)] for x in elem)
         pooled = _combine(kind, a, b)
@@ -183,7 +189,7 @@ def _stat(kind, arrays, idx, count):
     return _take(arrays, idx)
 
 
-def _merge_level(kind, level, start, end, block, suf, pre):
+def _merge_level(kind, level, start, end, block, suf, pre, live):
     """Merges every adjacent pair of solved segments of length ``2**level`` (flat arrays).
 
     Two solved segments A (left) and B (right) merge by pooling one suffix of A's blocks with
@@ -191,6 +197,11 @@ def _merge_level(kind, level, start, end, block, suf, pre):
     last block of A already lies above the first block of B. For L2 the arrays hold sums only:
     a block's count is ``end - start`` and a suffix's or prefix's count follows from its
     position in the segment.
+
+    ``live`` (flat bool) is False on padding, a suffix of every row. Padding is treated as a
+    wall of value ``-inf`` that nothing pools into: B does not merge when it starts with
+    padding, and a pool never reaches past the last live entry. Its statistics are finite
+    but never compared, so no sentinel value has to stay below the data after rounding.
     """
     total = start.shape[0]
     h = 1 << level
@@ -202,7 +213,9 @@ def _merge_level(kind, level, start, end, block, suf, pre):
     def block_at(g):
         return _stat(kind, block, g, _take_i(end, g) - _take_i(start, g))
 
-    merge = _value(kind, block_at(start_b - 1)) <= _value(kind, block_at(start_b))
+    merge = _take_i(live, start_b) & (
+        _value(kind, block_at(start_b - 1)) <= _value(kind, block_at(start_b))
+    )
 
     def tangent(qe, pooled_b):
         # For each candidate right end ``qe`` of the pool, its left end: the last block start
@@ -233,7 +246,10 @@ def _merge_level(kind, level, start, end, block, suf, pre):
         qe = _take_i(end, eb - 1 - off)
         _, pooled = tangent(qe, pre_at(qe))
         right = _value(kind, block_at(qe))
-        return (qe >= eb) | (right < _value(kind, pooled))
+        # A pool ending in padding is past the answer (true keeps the predicate monotone);
+        # padding to the right of a live pool counts as -inf, so the pool stops there.
+        wall = (qe >= eb) | ~_take_i(live, qe - 1) | ~_take_i(live, qe)
+        return wall | (right < _value(kind, pooled))
 
     off = _last_true(bridge, level, (pairs,), h)
     qe = _take_i(end, end_b - 1 - off)
@@ -292,24 +308,22 @@ def _pav(kind, stats, valid, chunk=None):
     big_n = _padded_len(n)
     levels = big_n.bit_length() - 1
     dtype = stats[0].dtype
-    # Padding (masked entries and the power-of-two tail) gets a value below every pooled value
-    # of the valid entries, so it never pools with them (a block pools with its right neighbour
-    # only when the neighbour's value is at least its own).
-    elem = _value(kind, stats)
+    # Padding (masked entries and the power-of-two tail) is marked by ``live`` and excluded from
+    # pooling by the solver's comparisons themselves. (A sentinel value below the data is not
+    # enough: padding entries tie with each other, and with KL's log-space weights a rounding
+    # error that pools one of them into a valid block moves its value by O(1) -- issue 16.)
+    # Their statistics only need to be finite: value 0, unit weight.
     if valid is None:
         valid = jnp.ones((r, n), bool)
-    lowest = jnp.min(jnp.where(valid, elem, jnp.inf), axis=-1, keepdims=True)
-    lowest = jnp.where(jnp.isfinite(lowest), lowest, jnp.zeros((), dtype)) - 1
-    if kind == "l2":
-        pad = (lowest, jnp.ones((r, 1), dtype))
-    else:
-        pad = (lowest, jnp.zeros((r, 1), dtype))
+    pad = (jnp.zeros((), dtype), jnp.ones((), dtype) if kind == "l2" else jnp.zeros((), dtype))
     st = tuple(jnp.where(valid, a, p) for a, p in zip(stats, pad, strict=True))
+    live = valid
     if big_n > n:
         st = tuple(
             jnp.concatenate([a, jnp.broadcast_to(p, (r, big_n - n))], axis=-1)
             for a, p in zip(st, pad, strict=True)
         )
+        live = jnp.concatenate([live, jnp.zeros((r, big_n - n), bool)], axis=-1)
     total = r * big_n
     if chunk is None:
         chunk = _CHUNK
@@ -317,7 +331,8 @@ def _pav(kind, stats, valid, chunk=None):
     base_level = chunk.bit_length() - 1
     groups = total // chunk
     elem = tuple(a.reshape(groups, chunk) for a in st)
-    start, end, block = _chunk_pav(kind, elem, chunk)
+    start, end, block = _chunk_pav(kind, elem, live.reshape(groups, chunk), chunk)
+    live = live.reshape(total)
     offset = (jnp.arange(groups, dtype=jnp.int32) * chunk)[:, None]
     start = (start + offset).reshape(total)
     end = (end + offset).reshape(total)
@@ -332,7 +347,7 @@ def _pav(kind, stats, valid, chunk=None):
         suf = tuple(_cum_logsumexp(a, reverse=True).reshape(total) for a in elem)
 
     for level in range(base_level, levels):
-        start, end, block, suf, pre = _merge_level(kind, level, start, end, block, suf, pre)
+        start, end, block, suf, pre = _merge_level(kind, level, start, end, block, suf, pre, live)
 
     start = start.reshape(r, big_n)[:, :n]
     end = end.reshape(r, big_n)[:, :n]
