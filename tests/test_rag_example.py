@@ -55,10 +55,8 @@ def test_reader_gradient_reaches_every_head_parameter(prepared, models, method):
     programs = run.make_programs(models, cfg, prep.k)
     head = rr.init_head(prep.q_emb.shape[-1])
     kv, valid = models.kv(prep.kv_keys[0])
-    args = (prep.q_emb[0], prep.p_emb[0], prep.pmask[0], kv, valid, prep.tokens[0])
-    grads = jax.grad(programs.reader_loss)(
-        head, method, models.params, jax.random.key(0), *args, prep.target[0]
-    )
+    args = (prep.q_emb[0], prep.p_emb[0], prep.pmask[0], kv, valid, *prep.prompt(0))
+    grads = jax.grad(programs.reader_loss)(head, method, models.params, jax.random.key(0), *args)
     for name, g in grads.items():
         g = np.asarray(g)
         assert np.all(np.isfinite(g)), name
