@@ -1,8 +1,8 @@
 """Learning to rank on real data: one MLP scorer trained under each ranking loss.
 
 Data: LightGBM's ``examples/lambdarank`` set (201 training and 50 test queries, 300 sparse
-features, graded relevance 0-4), read from ``--data`` (default ``../shared/data/lambdarank``
-next to the repository). Each loss trains the same small MLP with Optax's Adam for a fixed
+features, graded relevance 0-4), read from ``--data`` (default ``examples/data/lambdarank``
+in this repository). Each loss trains the same small MLP with Optax's Adam for a fixed
 number of epochs, for several seeds at once (``vmap`` over the seeds, the epoch compiled as one
 ``lax.scan``), and is scored by exact test NDCG@1/5/10 (mean ± std over seeds). LightGBM's
 LambdaRank on the same split is the external reference when ``lightgbm`` is installed.
@@ -31,7 +31,7 @@ from tqdm import tqdm
 from rank_relax_jax import losses, metrics
 
 REPO = Path(__file__).resolve().parents[1]
-DEFAULT_DATA = REPO.parent / "shared" / "data" / "lambdarank"
+DEFAULT_DATA = REPO / "examples" / "data" / "lambdarank"
 FILES = ("rank.train", "rank.train.query", "rank.test", "rank.test.query")
 KS = (1, 5, 10)
 
