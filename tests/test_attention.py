@@ -550,6 +550,151 @@ def test_tiny_temperature_is_finite():
 
 
 # --------------------------------------------------------------------------------------------
+# The documented Flax patterns inside training transforms (issue #17): the mask is a traced
+# value of the step, so each pattern must work under jax.grad and jax.jit (and NNX's own).
+
+
+@pytest.mark.parametrize("form", ["multiplicative", "additive"])
+def test_nnx_per_call_document_mask_under_jax_and_nnx_transforms(form):
+    x = randn(40, (2, 11, 16), jnp.float32)
+    m = soft_mask(41, dtype=jnp.float32)
+    mha = nnx.MultiHeadAttention(
+        num_heads=4,
+        in_features=16,
+        num_kv_heads=2,
+        decode=False,
+        attention_fn=att.make_flax_attention_fn(form=form),
+        rngs=nnx.Rngs(0),
+    )
+    # Reference: the closed-over adapter set eagerly (outside any transform).
+    ref_mha = nnx.clone(mha)
+    ref_mha.attention_fn = att.make_flax_attention_fn(m, IDS, form=form)
+    ref = ref_mha(x, is_causal=True)
+
+    def loss(m, mha):
+        return jnp.sum(mha(x, mask=att.DocumentMask(m, IDS), is_causal=True) ** 2)
+
+    out = mha(x, mask=att.DocumentMask(m, IDS), is_causal=True)
+    np.testing.assert_allclose(out, ref, atol=2e-6)
+    # jax transforms with the module closed over (the case that raised TraceContextError).
+    g_jax = jax.grad(lambda m: loss(m, mha))(m)
+    g_jit = jax.jit(jax.grad(lambda m: loss(m, mha)))(m)
+    np.testing.assert_allclose(g_jit, g_jax, atol=1e-5)
+    assert float(jnp.abs(g_jax).max()) > 0
+    # NNX transforms, module passed through them; gradients for the scores and the params.
+    g_nnx = nnx.jit(nnx.grad(loss))(m, mha)
+    np.testing.assert_allclose(g_nnx, g_jax, atol=1e-5)
+
+    @nnx.jit
+    def step(mha, m):
+        return nnx.value_and_grad(lambda mha: loss(m, mha))(mha)
+
+    value, grads = step(mha, m)
+    np.testing.assert_allclose(value, loss(m, mha), rtol=1e-5)
+    assert float(jnp.abs(grads["query"]["kernel"][...]).max()) > 0
+    # The DocumentMask also carries a boolean padding mask.
+    pad = jnp.asarray(IDS != 3)[:, None, None, :]
+    out = jax.jit(lambda m: mha(x, mask=att.DocumentMask(m, IDS, mask=pad)))(m)
+    np.testing.assert_allclose(out, ref_mha(x, mask=pad), atol=2e-6)
+
+
+def test_nnx_per_call_additive_log_mask_and_custom_base():
+    x = randn(42, (2, 11, 16), jnp.float32)
+    logm = jnp.log(soft_mask(43, dtype=jnp.float32))
+    seen = []
+
+    def base(query, key, value, bias=None, mask=None, **kw):
+        seen.append(mask)
+        return nnx.dot_product_attention(query, key, value, bias=bias, mask=mask, **kw)
+
+    outs = []
+    for fn in (
+        att.make_flax_attention_fn(form="additive"),
+        att.make_flax_attention_fn(form="additive", attention_fn=base),
+    ):
+        mha = nnx.MultiHeadAttention(
+            num_heads=4, in_features=16, decode=False, attention_fn=fn, rngs=nnx.Rngs(0)
+        )
+
+        def loss(logm, mha=mha):
+            spec = att.DocumentMask(log_doc_mask=logm, segment_ids=IDS)
+            return jnp.sum(mha(x, mask=spec) ** 2)
+
+        outs.append(jax.jit(jax.value_and_grad(loss))(logm))
+    np.testing.assert_allclose(outs[0][0], outs[1][0], rtol=1e-6)
+    np.testing.assert_allclose(outs[0][1], outs[1][1], atol=1e-5)
+    assert seen == [None]  # the base got the plain mask, not the DocumentMask (traced once)
+
+
+@pytest.mark.parametrize("form", ["multiplicative", "additive"])
+def test_linen_patterns_under_grad_and_jit(form):
+    x = randn(44, (2, 11, 16), jnp.float32)
+    m = soft_mask(45, dtype=jnp.float32)
+    params = nn.MultiHeadDotProductAttention(num_heads=4).init(jax.random.key(0), x)
+
+    # 1. The adapter built inside the loss and passed as attention_fn.
+    def loss_outside(m):
+        layer = nn.MultiHeadDotProductAttention(
+            num_heads=4, attention_fn=att.make_flax_attention_fn(m, IDS, form=form)
+        )
+        return jnp.sum(layer.apply(params, x) ** 2)
+
+    # 2. A linen module that builds the adapter in __call__.
+    class Reader(nn.Module):
+        @nn.compact
+        def __call__(self, x, doc_mask, segment_ids):
+            fn = att.make_flax_attention_fn(doc_mask, segment_ids, form=form)
+            return nn.MultiHeadDotProductAttention(num_heads=4, attention_fn=fn, name="attn")(x)
+
+    reader_params = {"params": {"attn": params["params"]}}
+
+    def loss_module(m):
+        return jnp.sum(Reader().apply(reader_params, x, m, IDS) ** 2)
+
+    # 3. The per-call DocumentMask, which linen passes through too.
+    layer = nn.MultiHeadDotProductAttention(
+        num_heads=4, attention_fn=att.make_flax_attention_fn(form=form)
+    )
+
+    def loss_per_call(m):
+        return jnp.sum(layer.apply(params, x, mask=att.DocumentMask(m, IDS)) ** 2)
+
+    ref = jax.grad(loss_outside)(m)
+    assert float(jnp.abs(ref).max()) > 0
+    for loss in (loss_outside, loss_module, loss_per_call):
+        np.testing.assert_allclose(jax.grad(loss)(m), ref, atol=1e-5)
+        np.testing.assert_allclose(jax.jit(jax.grad(loss))(m), ref, atol=1e-5)
+
+
+def test_per_call_adapter_errors():
+    fn = att.make_flax_attention_fn()
+    q, k, v = qkv(0, dtype=jnp.float32)
+    with pytest.raises(ValueError, match=r"make_flax_attention_fn.*DocumentMask"):
+        fn(q, k, v)
+    fixed = att.make_flax_attention_fn(jnp.ones((2, 4)), IDS)
+    with pytest.raises(ValueError, match=r"built with a document mask.*DocumentMask"):
+        fixed(q, k, v, mask=att.DocumentMask(jnp.ones((2, 4)), IDS))
+    with pytest.raises(ValueError, match=r"multiplicative.*doc_mask"):
+        fn(q, k, v, mask=att.DocumentMask(log_doc_mask=jnp.zeros((2, 4)), segment_ids=IDS))
+    with pytest.raises(TypeError, match="segment_ids"):
+        fn(q, k, v, mask=att.DocumentMask(jnp.ones((2, 4))))
+
+
+def test_additive_adapter_without_flax_names_the_extra(monkeypatch):
+    import sys
+
+    for name in [m for m in sys.modules if m == "flax" or m.startswith("flax.")]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setitem(sys.modules, "flax", None)  # `import flax` now raises
+    with pytest.raises(ModuleNotFoundError, match=r"rank-relax-jax\[flax\]") as info:
+        att.make_flax_attention_fn(jnp.ones((2, 4)), IDS, form="additive")
+    assert "make_flax_attention_fn" in str(info.value)
+    # The multiplicative form needs no Flax.
+    q, k, v = qkv(0, dtype=jnp.float32)
+    assert att.make_flax_attention_fn(jnp.ones((2, 4)), IDS)(q, k, v).shape == q.shape
+
+
+# --------------------------------------------------------------------------------------------
 # Errors and the adapter's signature
 
 
