@@ -67,9 +67,18 @@ class Frame:
         return jnp.sum(self.mask, axis=-1, dtype=dtype)
 
     def temperature(self, value: Any, name: str = "temperature") -> jax.Array:
-        """Validates a positive scalar option and returns it in the compute dtype."""
+        """Validates a positive scalar option and returns it in the compute dtype.
+
+        A concrete value must be positive (else ValueError). A traced one cannot be checked at
+        trace time, so a non-positive (or NaN) value becomes NaN: every valid output of the op
+        is then NaN, instead of a plausible-looking wrong answer (a negative temperature
+        reverses every order).
+        """
         _checks.check_positive(self.fn, name, value)
-        return jnp.asarray(value, dtype=self.x.dtype)
+        t = jnp.asarray(value, dtype=self.x.dtype)
+        if _checks.is_traced(value):
+            t = jnp.where(t > 0, t, jnp.asarray(jnp.nan, t.dtype))
+        return t
 
     def _cast(self, out: jax.Array) -> jax.Array:
         if jnp.issubdtype(out.dtype, jnp.floating):

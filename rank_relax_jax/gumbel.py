@@ -210,8 +210,9 @@ def gumbel_softmax(
     Args:
       key: A PRNG key (``jax.random.key`` or ``jax.random.PRNGKey``); a single key.
       logits: Floating array of unnormalized log-probabilities; ``-inf`` means "never chosen".
-      temperature: Positive smoothness $\tau$ (may be traced).
-      scale: Positive multiplier $\kappa$ of the logits (may be traced).
+      temperature: Positive smoothness $\tau$ (may be traced; a traced value <= 0 gives NaN).
+      scale: Positive multiplier $\kappa$ of the logits (may be traced; a traced value <= 0
+        gives NaN).
       axis: Axis of the categories; other axes are independent batch axes.
       where: Optional boolean mask; ``False`` marks padding, which is never chosen, gets 0 and
         zero gradient.
@@ -307,7 +308,7 @@ def relaxed_topk_gumbel(
       key: A single PRNG key (typed or legacy).
       scores: Floating array of scores $w$; ``-inf`` means "never selected".
       k: Static number of items to select, ``1 <= k <= n``; the default number of draws.
-      temperature: Positive smoothness $\tau$ (may be traced).
+      temperature: Positive smoothness $\tau$ (may be traced; a traced value <= 0 gives NaN).
       scale: Positive multiplier $\kappa$ of the scores (may be traced): larger is less
         random.
       num_samples: Static number of Gumbel-softmax draws $S$; ``None`` means ``k``.
@@ -375,8 +376,9 @@ def relaxed_topk_gumbel_log(
       key: A single PRNG key (typed or legacy).
       scores: Floating array of scores $w$; ``-inf`` means "never selected".
       k: Static number of items to select, ``1 <= k <= n``; the default number of draws.
-      temperature: Positive smoothness $\tau$ (may be traced).
-      scale: Positive multiplier $\kappa$ of the scores (may be traced).
+      temperature: Positive smoothness $\tau$ (may be traced; a traced value <= 0 gives NaN).
+      scale: Positive multiplier $\kappa$ of the scores (may be traced; a traced value <= 0
+        gives NaN).
       num_samples: Static number of draws $S$; ``None`` means ``k``.
       axis: Axis to select along.
       where: Optional boolean mask; ``False`` marks padding.
@@ -477,8 +479,9 @@ def relaxed_subset_sample(
       key: A single PRNG key (typed or legacy).
       scores: Floating array of scores $w$; ``-inf`` means "never selected".
       k: Static subset size, ``1 <= k <= n``.
-      temperature: Positive smoothness $\tau$ (may be traced).
-      scale: Positive multiplier $\kappa$ of the scores (may be traced).
+      temperature: Positive smoothness $\tau$ (may be traced; a traced value <= 0 gives NaN).
+      scale: Positive multiplier $\kappa$ of the scores (may be traced; a traced value <= 0
+        gives NaN).
       axis: Axis to select along.
       where: Optional boolean mask; padding is never selected, gets 0 and zero gradient.
       hard: If True, the forward pass returns the exact k-hot of the Gumbel-top-k sample drawn
@@ -554,7 +557,8 @@ def gumbel_topk(
       key: A single PRNG key (typed or legacy).
       scores: Floating array of scores $w$ (log-weights).
       k: Static sample size, ``1 <= k <= n``.
-      scale: Positive multiplier $\kappa$ of the scores (may be traced).
+      scale: Positive multiplier $\kappa$ of the scores (may be traced; a traced value <= 0
+        gives NaN).
       axis: Axis to sample along.
       where: Optional boolean mask; ``False`` marks padding.
 
@@ -582,7 +586,8 @@ def gumbel_topk(
     keys = jax.lax.stop_gradient(kappa * x + _gumbel(key, x))
     idx, sel = _topk_of(keys, valid, k)
     mask = _khot(idx, sel, frame.n, x.dtype)
-    mask = jnp.where(jnp.isnan(frame.x), jnp.nan, mask)
+    # A NaN score, or a traced non-positive scale (NaN from frame.temperature), gives NaN.
+    mask = jnp.where(jnp.isnan(frame.x) | jnp.isnan(kappa), jnp.nan, mask)
     indices = jnp.moveaxis(jnp.where(sel, idx, -1), -1, frame.axis)
     return GumbelTopK(indices, frame.finish_elementwise(mask))
 
@@ -623,8 +628,10 @@ def gumbel_attention_mask(
       key: A single PRNG key (typed or legacy).
       reranker_scores: ``[..., n_docs]`` floating reranker scores $s$.
       k: Static number of documents to keep, ``1 <= k <= n_docs``.
-      temperature: Positive smoothness $\tau$ (may be traced); 0.5 as in the paper.
-      scale: Positive multiplier $\kappa$ of the scores (may be traced).
+      temperature: Positive smoothness $\tau$, 0.5 as in the paper (may be traced; a traced
+        value <= 0 gives NaN).
+      scale: Positive multiplier $\kappa$ of the scores (may be traced; a traced value <= 0
+        gives NaN).
       method: ``"max"`` (max of ``k`` Gumbel-softmax draws) or ``"subset"`` (successive
         softmax).
       where: Optional boolean mask over documents; ``False`` marks padding (never kept).
@@ -747,7 +754,7 @@ def perturbed_topk_mask(
       key: A single PRNG key (typed or legacy).
       x: Floating array of scores.
       k: Static number of entries to select, ``1 <= k <= n``.
-      sigma: Positive noise amplitude $\sigma$ (may be traced).
+      sigma: Positive noise amplitude $\sigma$ (may be traced; a traced value <= 0 gives NaN).
       num_samples: Static number of Monte-Carlo samples $S$, drawn with ``jax.vmap`` over
         split keys; forward and Jacobian use the same samples.
       noise: ``"gumbel"`` or ``"normal"``.
@@ -779,5 +786,6 @@ def perturbed_topk_mask(
     sample = _gumbel if noise == "gumbel" else lambda kk, v: jax.random.normal(kk, v.shape, v.dtype)
     z = jax.vmap(lambda kk: sample(kk, xs))(jax.random.split(key, num_samples))
     out = _perturbed_mean(k, noise, xs, z, valid, s)
-    out = jnp.where(jnp.isnan(frame.x), jnp.nan, out)
+    # A NaN score, or a traced non-positive sigma (NaN from frame.temperature), gives NaN.
+    out = jnp.where(jnp.isnan(frame.x) | jnp.isnan(s), jnp.nan, out)
     return frame.finish_elementwise(out)

@@ -38,7 +38,14 @@ import jax.numpy as jnp
 from jax.typing import ArrayLike
 
 from rank_relax_jax import _axis, _checks
-from rank_relax_jax.metrics import GAINS, _check_k, _gain, _ideal_dcg, _prepare_pair
+from rank_relax_jax.metrics import (
+    GAINS,
+    _check_k,
+    _gain,
+    _ideal_dcg,
+    _negative_labels,
+    _prepare_pair,
+)
 from rank_relax_jax.ranking import RANK_METHODS, rank, soft_rank
 
 REDUCTIONS = ("mean", "sum", "none")
@@ -110,7 +117,8 @@ def spearman_loss(
       scores: Floating array of predictions.
       labels: Targets of the same shape (any real dtype); only their order matters.
       method: A `rank_relax_jax.ranking.soft_rank` method.
-      temperature: Positive smoothness of the soft rank (may be traced).
+      temperature: Positive smoothness of the soft rank (may be traced; a traced value <= 0
+        gives NaN).
       axis: The list axis.
       where: Optional boolean mask broadcastable to ``scores``; ``False`` marks padding.
       reduce: ``"mean"``, ``"sum"`` or ``"none"`` (see the module docstring).
@@ -144,7 +152,9 @@ def spearman_loss(
     va = jnp.sum(da * da, -1)
     vb = jnp.sum(db * db, -1)
     tiny = jnp.finfo(va.dtype).tiny
-    ok = (va > tiny) & (vb > tiny)
+    # Written so that a NaN variance (NaN scores, or a traced non-positive temperature) keeps
+    # ok True and the NaN reaches the loss, instead of looking like constant ranks.
+    ok = ~(va <= tiny) & (vb > tiny)
     den = jnp.sqrt(jnp.where(ok, va * vb, jnp.ones((), va.dtype)))
     corr = jnp.where(ok, jnp.sum(da * db, -1) / den, jnp.zeros((), va.dtype))
     has_order = vb > tiny
@@ -192,17 +202,21 @@ def ndcg_loss(
     ``docs/learning_to_rank.md``). Isotonic soft ranks are exact, with zero gradient, for
     items whose scaled scores are far apart; the sigmoid method gives every pair a gradient,
     which can help when scores start out widely spread. A list without any positive gain has
-    nothing to learn and gets loss 0 (zero gradient). Cost: that of the soft rank plus one
+    nothing to learn and gets loss 0 (zero gradient). Labels must be non-negative (see
+    ``labels``): a negative relevance has no meaning in NDCG. Cost: that of the soft rank plus one
     O(n log n) sort for IDCG.
 
     Args:
       scores: Floating array of predictions; higher = ranked first.
-      labels: Non-negative relevance of the same shape (any real dtype).
+      labels: Non-negative relevance of the same shape (any real dtype); 0 means not
+        relevant. A negative label raises ValueError, or, when the labels are traced (e.g.
+        inside ``jit``), makes that list's loss NaN; mark items to leave out with ``where``.
       k: Optional static cutoff (``None``: the whole list).
       method: A `rank_relax_jax.ranking.soft_rank` method.
-      temperature: Positive smoothness of the soft rank (may be traced).
+      temperature: Positive smoothness of the soft rank (may be traced; a traced value <= 0
+        gives NaN).
       cutoff_temperature: Positive width of the relaxed top-k cutoff, in rank units (may be
-        traced); unused when ``k`` is ``None``.
+        traced; a traced value <= 0 gives NaN); unused when ``k`` is ``None``.
       gain: ``"exp2"`` or ``"linear"``.
       axis: The list axis.
       where: Optional boolean mask broadcastable to ``scores``; ``False`` marks padding.
@@ -225,6 +239,7 @@ def ndcg_loss(
     _checks.check_choice(fn, "gain", gain, GAINS)
     frame, y = _start(fn, scores, labels, axis, where, reduce)
     kk = _check_k(fn, k, frame.n)
+    negative = _negative_labels(fn, y)
     g = _gain(fn, y, gain)
     if frame.mask is not None:
         g = jnp.where(frame.mask, g, jnp.zeros((), g.dtype))
@@ -242,6 +257,7 @@ def ndcg_loss(
     dcg = jnp.sum(g * discount, axis=-1)
     ideal = _ideal_dcg(g, frame.mask, kk)
     per_list = jnp.where(ideal > 0, 1 - _safe_div(dcg, ideal), jnp.zeros((), dcg.dtype))
+    per_list = jnp.where(negative, jnp.asarray(jnp.nan, per_list.dtype), per_list)
     return _reduce(fn, frame, per_list, reduce)
 
 

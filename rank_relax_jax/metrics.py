@@ -111,6 +111,24 @@ def _safe_div(num: jax.Array, den: jax.Array) -> jax.Array:
     return jnp.where(ok, num / safe, jnp.zeros((), num.dtype))
 
 
+def _negative_labels(fn: str, y: jax.Array) -> jax.Array:
+    """``[...]`` True for the lists that hold a negative (valid) relevance label.
+
+    NDCG needs non-negative gains: with a negative label the ideal DCG can be 0 or negative and
+    the result means nothing (it used to come out as a silent 0). Concrete labels raise here;
+    traced ones cannot be checked, and the caller turns those lists into NaN. ``y`` has
+    padding already set to 0.
+    """
+    negative = jnp.any(y < 0, axis=-1)
+    if not _checks.is_traced(y) and bool(jnp.any(negative)):
+        raise ValueError(
+            f"{fn}: argument `labels` must hold non-negative relevance grades (0 = not "
+            f"relevant); got a negative label, {float(jnp.min(y))}. To leave items out of a "
+            f"list, mark them with `where=False` instead of a negative label."
+        )
+    return negative
+
+
 def _gain(fn: str, y: jax.Array, gain: str) -> jax.Array:
     _checks.check_choice(fn, "gain", gain, GAINS)
     return jnp.expm1(y * jnp.log(jnp.asarray(2.0, y.dtype))) if gain == "exp2" else y
@@ -164,7 +182,8 @@ def ndcg(
 
     Args:
       scores: Floating array; higher scores are ranked first.
-      labels: Non-negative relevance of the same shape (any real dtype).
+      labels: Non-negative relevance of the same shape (any real dtype). A negative label
+        raises ValueError, or, when the labels are traced, makes that list's NDCG NaN.
       k: Static cutoff; ``None`` means the whole list, and a ``k`` larger than the list is the
         whole list.
       gain: ``"exp2"`` or ``"linear"``.
@@ -187,6 +206,7 @@ def ndcg(
     k = _check_k(fn, k, frame.n)
     s = jax.lax.stop_gradient(frame.x)
     y = jax.lax.stop_gradient(y)
+    negative = _negative_labels(fn, y)
     g = _gain(fn, y, gain)
     if frame.mask is not None:
         g = jnp.where(frame.mask, g, jnp.zeros((), g.dtype))
@@ -195,7 +215,7 @@ def ndcg(
     cum = jnp.concatenate([jnp.zeros((1,), s.dtype), jnp.cumsum(disc)])
     dcg = jnp.sum(g * _spread(cum, first, last), axis=-1)
     out = _safe_div(dcg, _ideal_dcg(g, frame.mask, k))
-    out = jnp.where(jnp.any(jnp.isnan(s), axis=-1), jnp.nan, out)
+    out = jnp.where(jnp.any(jnp.isnan(s), axis=-1) | negative, jnp.nan, out)
     return frame.finish_reduced(out)
 
 

@@ -70,6 +70,8 @@ def soft_rank(
       method: One of the methods above.
       temperature: Positive smoothness $\tau$ (Blondel's $\varepsilon$ for
         ``isotonic``); may be traced, so it can be annealed inside ``jit`` without recompiling.
+        A concrete value <= 0 raises ValueError; a traced one gives NaN ranks (loud, not
+        silently wrong: a negative temperature would reverse the order).
       axis: Axis to rank along; the other axes are batch axes.
       descending: If True, rank 1 is the largest value.
       where: Optional boolean mask broadcastable to ``x``; ``False`` marks padding, which gets
@@ -119,7 +121,7 @@ def soft_sort(
     Args:
       x: Floating array.
       method: One of ``"isotonic"``, ``"neuralsort"``, ``"softsort"``.
-      temperature: Positive smoothness (traced values allowed).
+      temperature: Positive smoothness; may be traced (a traced value <= 0 gives NaN).
       axis: Axis to sort along.
       descending: If True, sort from largest to smallest.
       where: Optional boolean mask; the ``m`` valid values of a list fill its first ``m`` slots
@@ -163,7 +165,7 @@ def soft_permutation(
       x: Floating array.
       method: ``"neuralsort"`` (Grover et al. 2019) or ``"softsort"`` (Prillo & Eisenschlos
         2020). Both cost O(n²) time and memory.
-      temperature: Positive smoothness (traced values allowed).
+      temperature: Positive smoothness; may be traced (a traced value <= 0 gives NaN).
       axis: Axis to sort along.
       descending: If True, slot 1 holds the largest entry.
       where: Optional boolean mask; with ``m`` valid entries the top-left ``m × m`` block (in

@@ -114,7 +114,7 @@ def soft_topk_mask(
       x: Floating array of scores.
       k: Static number of entries to select, ``1 <= k <= x.shape[axis]``.
       method: ``"isotonic"`` or ``"sigmoid"``.
-      temperature: Positive smoothness $\tau$ (traced values allowed).
+      temperature: Positive smoothness $\tau$; may be traced (a traced value <= 0 gives NaN).
       axis: Axis to select along.
       where: Optional boolean mask; padding gets 0 and zero gradient, and a list with at most
         ``k`` valid entries selects all of them.

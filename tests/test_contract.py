@@ -272,3 +272,22 @@ def test_changing_temperature_does_not_retrace(op):
     b = f(x, 0.1)
     assert len(traces) == 1
     assert not np.allclose(a, b)
+
+
+@parametrize_smooth
+@pytest.mark.parametrize("t", [-1.0, 0.0, float("nan")])
+def test_traced_non_positive_temperature_gives_nan(op, t):
+    # A concrete one raises (test_errors.py); a traced one cannot be checked, and a negative one
+    # would silently reverse the order, so every valid output is NaN instead. Padding stays 0.
+    x = jnp.asarray(_distinct((2, 6), seed=11))
+    where = jnp.array([[True] * 6, [True] * 4 + [False] * 2])
+    out = jax.jit(lambda v, t: op(v, temperature=t, where=where))(x, t)
+    if op.kind == "matrix":
+        valid = where[:, None, :] & (jnp.arange(6)[None, :, None] < where.sum(-1)[:, None, None])
+    elif op.kind == "sorted":
+        valid = jnp.arange(6)[None, :] < where.sum(-1)[:, None]
+    else:
+        valid = where
+    valid = jnp.broadcast_to(valid, out.shape)
+    assert bool(jnp.all(jnp.isnan(out[valid]))), out
+    assert bool(jnp.all(out[~valid] == 0)), out

@@ -105,3 +105,43 @@ def test_traced_temperature_is_accepted_without_inspection():
 def test_traced_k_gets_a_hint_to_make_it_static():
     with pytest.raises(TypeError, match="static"):
         jax.jit(lambda k: topk.topk_mask(X, k))(1)
+
+
+def test_traced_non_positive_options_give_nan_in_samplers_and_losses():
+    # Every positive option that may be traced (temperature, scale, sigma, cutoff_temperature)
+    # turns a traced value <= 0 into NaN outputs instead of a silently wrong result.
+    from rank_relax_jax import gumbel, losses
+
+    x = jnp.array([0.3, -1.2, 2.5, 0.9])
+    y = jnp.array([1.0, 0.0, 2.0, 1.0])
+    key = jax.random.key(0)
+    calls = {
+        "gumbel_softmax temperature": lambda t: gumbel.gumbel_softmax(key, x, temperature=t),
+        "gumbel_softmax scale": lambda t: gumbel.gumbel_softmax(key, x, scale=t),
+        "relaxed_topk_gumbel": lambda t: gumbel.relaxed_topk_gumbel(key, x, 2, temperature=t),
+        "relaxed_topk_gumbel_log": lambda t: gumbel.relaxed_topk_gumbel_log(
+            key, x, 2, temperature=t
+        ),
+        "relaxed_subset_sample": lambda t: gumbel.relaxed_subset_sample(key, x, 2, temperature=t),
+        "gumbel_topk scale": lambda t: gumbel.gumbel_topk(key, x, 2, scale=t).mask,
+        "gumbel_attention_mask": lambda t: gumbel.gumbel_attention_mask(key, x, 2, temperature=t),
+        "perturbed_topk_mask sigma": lambda t: gumbel.perturbed_topk_mask(
+            key, x, 2, sigma=t, num_samples=8
+        ),
+        "spearman_loss": lambda t: losses.spearman_loss(x, y, temperature=t),
+        "ndcg_loss": lambda t: losses.ndcg_loss(x, y, temperature=t),
+        "ndcg_loss cutoff": lambda t: losses.ndcg_loss(x, y, k=2, cutoff_temperature=t),
+    }
+    for name, call in calls.items():
+        for t in (-1.0, 0.0):
+            out = jax.jit(call)(t)
+            assert bool(jnp.all(jnp.isnan(out))), (name, t, out)
+        assert bool(jnp.all(jnp.isfinite(jax.jit(call)(0.5)))), name
+
+
+def test_readme_negative_temperature_example_is_nan_not_wrong_ranks():
+    # The newcomer's case: true ranks [2, 1, 4, 3], a traced temperature of -1 gave
+    # [2.8, 4.0, 1.0, 2.2] with no sign of trouble.
+    scores = jnp.array([0.3, -1.2, 2.5, 0.9])
+    out = jax.jit(lambda t: ranking.soft_rank(scores, temperature=t))(-1.0)
+    assert bool(jnp.all(jnp.isnan(out)))

@@ -290,3 +290,22 @@ def test_errors_name_function_and_argument():
         losses.listnet_loss(s, y[:, :3])
     with pytest.raises(TypeError, match=r"pairwise_logistic_loss: argument `scores`"):
         losses.pairwise_logistic_loss(y.astype(jnp.int32), y)
+
+
+def test_ndcg_negative_labels_raise_or_give_nan():
+    # NDCG needs non-negative relevance; a negative label used to give a silent loss of 0.
+    s = jnp.array([[0.3, 1.0, 2.0], [1.0, 2.0, 3.0]])
+    y = jnp.array([[-1.0, -2.0, -1.0], [1.0, 0.0, 2.0]])
+    for fn in (losses.ndcg_loss, metrics.ndcg):
+        name = fn.__name__
+        with pytest.raises(ValueError, match=rf"{name}: argument `labels`.*non-negative.*where"):
+            fn(s, y)
+        # Traced labels cannot be checked: the lists with a negative label give NaN.
+        kw = {"reduce": "none"} if fn is losses.ndcg_loss else {}
+        out = jax.jit(lambda y, fn=fn, kw=kw: fn(s, y, **kw))(y)
+        assert bool(jnp.isnan(out[0])) and bool(jnp.isfinite(out[1]))
+        # Negative labels in the padding are fine: padding is never read.
+        keep = jnp.array([[False] * 3, [True] * 3])
+        np.testing.assert_allclose(fn(s, y, where=keep, **kw)[1], out[1], rtol=1e-6)
+    # The reduced loss is NaN as soon as one list is, so a training loop sees it.
+    assert bool(jnp.isnan(jax.jit(losses.ndcg_loss)(s, y)))
