@@ -65,6 +65,16 @@ def soft_rank(
 
     The pairwise methods (`sigmoid`, `probabilistic`) work in blocks: O(n) memory.
 
+    **Choose a temperature that trains.** ``isotonic`` is exact, with a gradient of exactly
+    zero, for every entry that no sorted neighbour approaches closer than about $\tau$
+    (L2; KL: closer than about $\tau / r$ at rank $r$). Once $\tau$ is below every
+    gap of a list, that list gets no gradient at all, with no warning: the example below has
+    gaps of 0.6 and more, so ``temperature=0.1`` gives exact ranks and a zero gradient. Keep
+    the scores on a known scale (e.g. standardized per list) and start at ``temperature=1.0``;
+    watch the share of lists with a nonzero gradient when lowering it, or use
+    ``method="sigmoid"``, whose gradient is never exactly zero. The section "Temperature and
+    vanishing gradients" of ``docs/methods.md`` measures how often it happens.
+
     Args:
       x: Floating array of scores.
       method: One of the methods above.
@@ -85,13 +95,18 @@ def soft_rank(
     Example:
       >>> import jax.numpy as jnp
       >>> from rank_relax_jax import soft_rank
-      >>> x = jnp.array([0.3, -1.2, 2.5])
-      >>> soft_rank(x, temperature=2.0).tolist()  # isotonic: smooth at a large temperature
-      [1.883, 1.133, 2.983]
-      >>> soft_rank(x, temperature=0.1)  # and exact once it is small next to the gaps
-      Array([2., 1., 3.], dtype=float32)
+      >>> import jax
+      >>> x = jnp.array([0.3, -1.2, 2.5, 0.9])
+      >>> soft_rank(x, temperature=1.0).round(3).tolist()  # isotonic: 0.3 and 0.9 pool
+      [2.2, 1.0, 4.0, 2.8]
+      >>> jax.grad(lambda v: soft_rank(v, temperature=1.0)[0])(x)  # so they get gradients
+      Array([ 0.5,  0. ,  0. , -0.5], dtype=float32)
+      >>> soft_rank(x, temperature=0.1)  # exact once it is small next to the gaps...
+      Array([2., 1., 4., 3.], dtype=float32)
+      >>> jax.grad(lambda v: soft_rank(v, temperature=0.1)[0])(x)  # ...with zero gradient
+      Array([0., 0., 0., 0.], dtype=float32)
       >>> soft_rank(x, method="sigmoid", temperature=1e-3).round(2)
-      Array([2., 1., 3.], dtype=float32)
+      Array([2., 1., 4., 3.], dtype=float32)
     """
     fn = "soft_rank"
     _checks.check_choice(fn, "method", method, RANK_METHODS)

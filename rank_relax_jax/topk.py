@@ -110,6 +110,15 @@ def soft_topk_mask(
     not exactly, ``k``. Both tend to `topk_mask` as $\tau \to 0$ for distinct
     values.
 
+    **Choose a temperature that trains.** The L2 isotonic mask is sparse: only entries within
+    about $\tau$ of the threshold between the k-th and (k+1)-th largest score get a
+    gradient, and once those two scores are $\tau$ or more apart the mask is exactly k-hot
+    and the whole list's gradient is exactly zero, with no warning (below: at
+    ``temperature=0.5``, 2.5 and 0.9 are 1.6 apart). Keep the scores on a known scale and
+    start at ``temperature=1.0`` or above, or use ``regularization="kl"`` (every entry below
+    the threshold keeps a gradient) or ``method="sigmoid"``. See "Temperature and vanishing
+    gradients" in ``docs/methods.md`` for measurements.
+
     Args:
       x: Floating array of scores.
       k: Static number of entries to select, ``1 <= k <= x.shape[axis]``.
@@ -126,8 +135,15 @@ def soft_topk_mask(
       Array in ``[0, 1]`` with the shape and dtype of ``x``.
 
     Example:
-      >>> import jax.numpy as jnp
+      >>> import jax, jax.numpy as jnp
       >>> from rank_relax_jax import soft_topk_mask
+      >>> x = jnp.array([0.3, -1.2, 2.5, 0.9])
+      >>> soft_topk_mask(x, 2, temperature=1.0).round(3).tolist()  # sums to exactly 2
+      [0.2, 0.0, 1.0, 0.8]
+      >>> jax.grad(lambda v: soft_topk_mask(v, 2, temperature=1.0)[3])(x)
+      Array([-0.5,  0. ,  0. ,  0.5], dtype=float32)
+      >>> jax.grad(lambda v: soft_topk_mask(v, 2, temperature=0.5)[3])(x)  # exactly k-hot
+      Array([0., 0., 0., 0.], dtype=float32)
       >>> soft_topk_mask(jnp.array([0.1, 3.0, 2.0, -2.0]), 2, method="sigmoid",
       ...                temperature=0.01).round(3)
       Array([0., 1., 1., 0.], dtype=float32)

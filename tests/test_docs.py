@@ -45,3 +45,24 @@ def test_python_blocks_run(page, monkeypatch):
         for i, block in enumerate(python_blocks(page)):
             code = compile(block, f"{page.name}[block {i}]", "exec")
             exec(code, namespace)
+
+
+def test_readme_taste_comments_hold():
+    # The README's numbers, including the one that trains and the one that does not.
+    import jax.numpy as jnp
+    import numpy as np
+
+    import rank_relax_jax as rrj
+
+    with jax.enable_x64(False):
+        scores = jnp.array([0.3, -1.2, 2.5, 0.9])
+        ranks = np.asarray(rrj.soft_rank(scores, temperature=1.0))
+        np.testing.assert_allclose(ranks, [2.2, 1, 4, 2.8], rtol=1e-6)
+        mask = np.asarray(rrj.soft_topk_mask(scores, 2, temperature=1.0))
+        np.testing.assert_allclose(mask, [0.2, 0, 1, 0.8], atol=1e-6)
+
+        def first_rank(t):
+            return np.asarray(jax.grad(lambda s: rrj.soft_rank(s, temperature=t)[0])(scores))
+
+        np.testing.assert_allclose(first_rank(1.0), [0.5, 0, 0, -0.5], atol=1e-6)
+        np.testing.assert_array_equal(first_rank(0.1), [0.0, 0.0, 0.0, 0.0])
