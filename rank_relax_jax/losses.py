@@ -14,19 +14,13 @@ list, a list of length 1 and a list whose labels carry no ordering information (
 no relevant item for `ndcg_loss`) give a finite loss with a finite (zero or harmless)
 gradient; each loss documents its value there.
 
-=============================  ==============================================  ===========
-loss                           what it is                                       cost
-=============================  ==============================================  ===========
-`spearman_loss`          1 − Pearson(soft ranks of scores, ranks of       that of the
-                               labels) (Blondel et al. 2020)                   soft rank
-`ndcg_loss`              1 − soft NDCG@k from soft ranks (ApproxNDCG,     that of the
-                               Qin et al. 2010, with any soft-rank method)      soft rank
-`listmle_loss`           Plackett–Luce NLL of the label order             O(n log n)
-                               (Xia et al. 2008)
-`listnet_loss`           top-one softmax cross-entropy (Cao et al. 2007)  O(n)
-`pairwise_logistic_loss` RankNet logistic loss over pairs                 O(n²)
-                               (Burges et al. 2005)
-=============================  ==============================================  ===========
+| loss | what it is | cost |
+|---|---|---|
+| `spearman_loss` | 1 − Pearson(soft ranks, label ranks) (Blondel et al. 2020) | soft rank |
+| `ndcg_loss` | 1 − soft NDCG@k from soft ranks (ApproxNDCG, Qin et al. 2010) | soft rank |
+| `listmle_loss` | Plackett–Luce NLL of the label order (Xia et al. 2008) | O(n log n) |
+| `listnet_loss` | top-one softmax cross-entropy (Cao et al. 2007) | O(n) |
+| `pairwise_logistic_loss` | RankNet logistic loss over pairs (Burges et al. 2005) | O(n²) |
 """
 
 from __future__ import annotations
