@@ -314,6 +314,7 @@ def _loss_through_sampler(scores, q, k, v, w, *, hard=False, temperature=0.5, fo
     return jnp.sum(out * w)
 
 
+@pytest.mark.slow  # float64 finite differences through the sampler and attention
 def test_grad_wrt_reranker_scores_matches_finite_differences():
     q, k, v = qkv(16, kv_heads=2)
     w = randn(17, q.shape, jnp.float64)

@@ -36,6 +36,7 @@ def test_rank_masked_matches_filtered_scipy(ties):
         np.testing.assert_array_equal(out[i][~mask[i]], 0.0)
 
 
+@pytest.mark.slow  # property test: one compile per drawn shape
 @given(
     hnp.arrays(
         np.float64, st.integers(1, 12), elements=st.sampled_from([-1.5, 0.0, 0.5, 2.0, 7.0])
@@ -68,6 +69,7 @@ def test_topk_mask_breaks_ties_by_lower_index():
     np.testing.assert_array_equal(topk.topk_mask(x, 4), [0, 1, 1, 1, 1, 0])
 
 
+@pytest.mark.slow  # property test: one compile per drawn shape
 @given(hnp.arrays(np.float64, st.integers(1, 15), elements=st.integers(-3, 3)), st.data())
 def test_topk_mask_selects_the_k_largest(x, data):
     k = data.draw(st.integers(1, x.size))

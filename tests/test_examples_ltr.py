@@ -18,6 +18,7 @@ def _example():
     return module
 
 
+@pytest.mark.slow  # trains the example end to end
 def test_quick_run_beats_random_scorer(tmp_path):
     pytest.importorskip("optax")
     pytest.importorskip("tqdm")

@@ -255,6 +255,7 @@ def _has_sort(fn, *args):
     return "= sort[" in str(jax.make_jaxpr(fn)(*args))
 
 
+@pytest.mark.slow  # compiles large vmapped batches on both paths
 def test_counting_path_is_chosen_on_the_whole_vmapped_batch():
     x = jnp.asarray(np.random.default_rng(12).normal(size=(16, 100)))
     one = functools.partial(soft_rank, temperature=0.5)

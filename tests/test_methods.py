@@ -231,6 +231,7 @@ def test_blocked_gradient_memory_is_subquadratic():
     assert stats.temp_size_in_bytes < n * n * 4 / 16
 
 
+@pytest.mark.slow  # full Jacobians through the blocked scan
 @pytest.mark.parametrize("method", PAIRWISE)
 def test_blocked_path_supports_forward_and_reverse_jacobians(method, monkeypatch):
     monkeypatch.setattr(pairwise, "BLOCK_ELEMENTS", 3 * 11)
