@@ -134,8 +134,15 @@ def test_quick_path_runs_end_to_end(tiny, tiny_zip, tmp_path):  # noqa: F811
         top = np.argsort(-cos, kind="stable")[:3]
         recalls.append(q.gold[top].sum() / q.gold.sum())
     np.testing.assert_allclose(res["per_question"]["untrained"]["recall_gold"], recalls, atol=1e-6)
-    # A second run reuses the paragraph cache.
-    again = run.main(argv)
+    assert saved["command"].startswith("python -m examples.rag.run --quick")
+    # A second run reuses the paragraph cache, and holding it in device memory changes nothing.
+    again = run.main([*argv, "--kv-in-memory"])
     assert again["timings"]["hotpotqa/reader_cache_built"] == 0
     assert results["timings"]["hotpotqa/reader_cache_built"] == 4
+    for method in run.METHODS:
+        np.testing.assert_allclose(
+            again["datasets"]["hotpotqa"]["per_question"][method]["nll"],
+            res["per_question"][method]["nll"],
+            rtol=1e-6,
+        )
     assert jnp.isfinite(again["timings"]["total_s"])

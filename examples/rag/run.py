@@ -130,7 +130,15 @@ class Prepared:
 class Models:
     """The frozen reader and reranker backbone, and the jitted reader programs."""
 
-    def __init__(self, reader_gguf: str | None, reranker_zip: str | None, cache_dir: Path):
+    def __init__(
+        self,
+        reader_gguf: str | None,
+        reranker_zip: str | None,
+        cache_dir: Path,
+        kv_in_memory: bool = False,
+    ):
+        self.kv_in_memory = kv_in_memory
+        self._kv_memory: dict[str, tuple[rd.KV, jax.Array]] = {}
         self.gguf = rd.find_reader_gguf(reader_gguf)
         self.cfg, self.params, self.tok = rd.load_gguf(self.gguf)
         self.bert_cfg, self.bert, self.bert_tok = rr.load_minilm(reranker_zip)
@@ -147,9 +155,17 @@ class Models:
         self.encode = jax.jit(rd.encode_paragraphs, static_argnums=1)
 
     def kv(self, key: str) -> tuple[rd.KV, jax.Array]:
+        """One question's paragraph K/V: from the disk cache, or from device memory when
+        ``kv_in_memory`` (an accelerator with room for all of them: loading 40-90 MB from disk
+        at every step would take longer than the step)."""
+        if key in self._kv_memory:
+            return self._kv_memory[key]
         got = rd.load_kv(self.cache_dir / "kv", key)
         if got is None:
             raise FileNotFoundError(f"paragraph cache entry {key} is missing")
+        if self.kv_in_memory:
+            got = jax.device_put(got)
+            self._kv_memory[key] = got
         return got
 
 
@@ -160,6 +176,14 @@ def _pad_rows(rows: list[np.ndarray], width: int, fill) -> np.ndarray:
     return out
 
 
+def embed_questions(questions: list[rag_data.Question], models: Models):
+    """MiniLM embeddings of the questions ``[Q, d]`` and of all their paragraphs, flat."""
+    embed = functools.partial(
+        rr.embed_texts, models.bert, models.bert_cfg, models.bert_tok, cache_dir=models.cache_dir
+    )
+    return embed([q.question for q in questions]), embed([p for q in questions for p in q.passages])
+
+
 def prepare(dataset: str, cfg: Config, models: Models, timings: dict, bar) -> Prepared:
     questions = LOADERS[dataset]()
     if cfg.n_questions is not None:
@@ -168,17 +192,7 @@ def prepare(dataset: str, cfg: Config, models: Models, timings: dict, bar) -> Pr
 
     t0 = time.perf_counter()
     bar.set_postfix_str(f"{dataset}: MiniLM embeddings")
-    q_emb = rr.embed_texts(
-        models.bert,
-        models.bert_cfg,
-        models.bert_tok,
-        [q.question for q in questions],
-        cache_dir=models.cache_dir,
-    )
-    flat = [p for q in questions for p in q.passages]
-    flat_emb = rr.embed_texts(
-        models.bert, models.bert_cfg, models.bert_tok, flat, cache_dir=models.cache_dir
-    )
+    q_emb, flat_emb = embed_questions(questions, models)
     p_emb, start = [], 0
     for q in questions:
         p_emb.append(flat_emb[start : start + q.n])
@@ -476,16 +490,25 @@ def run(
     cache_dir=None,
     progress=True,
     prepare_only=False,
+    kv_in_memory=False,
+    out: Path | None = None,
+    command: str | None = None,
 ):
+    """Prepares each data set, trains every objective on every fold and evaluates it.
+
+    With ``out``, ``results.json`` and the figure are rewritten after each data set, so that a
+    run stopped part of the way keeps what it finished.
+    """
     cache_dir = Path(
         cache_dir or os.environ.get("RAG_CACHE_DIR") or "~/.cache/rank_relax_jax/rag"
     ).expanduser()
     timings: dict[str, Any] = {}
     t_all = time.perf_counter()
     t0 = time.perf_counter()
-    models = Models(reader_gguf, reranker_zip, cache_dir)
+    models = Models(reader_gguf, reranker_zip, cache_dir, kv_in_memory=kv_in_memory)
     timings["load_models_s"] = time.perf_counter() - t0
     results: dict[str, Any] = {
+        "command": command,
         "config": dataclasses.asdict(cfg),
         "reader": str(models.gguf.name),
         "datasets": {},
@@ -555,7 +578,16 @@ def run(
             "per_question": {m: {k: v.tolist() for k, v in per_q[m].items()} for m in METHODS},
             "loss_curves": {m: curves[m] for m in READER_METHODS},
         }
+        timings["total_s"] = time.perf_counter() - t_all
+        _finish(results, timings)
+        if out is not None:
+            save_results(results, out)
     timings["total_s"] = time.perf_counter() - t_all
+    _finish(results, timings)
+    return results
+
+
+def _finish(results: dict[str, Any], timings: dict[str, Any]) -> None:
     results["timings"] = timings
     results["machine"] = {
         "platform": platform.platform(),
@@ -565,7 +597,13 @@ def run(
         "python": platform.python_version(),
         "jax": jax.__version__,
     }
-    return results
+
+
+def save_results(results: dict[str, Any], out: Path) -> None:
+    """Writes ``out/results.json`` and ``out/rag_reranking.png``."""
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "results.json").write_text(json.dumps(results, indent=1))
+    save_figure(results, out / "rag_reranking.png")
 
 
 def _fmt(ci, pct: bool) -> str:
@@ -657,6 +695,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument(
         "--prepare-only", action="store_true", help="build the caches (embeddings, paragraph K/V)"
     )
+    parser.add_argument(
+        "--kv-in-memory",
+        action="store_true",
+        help="keep every question's paragraph K/V on the device (a GPU: 13 GB for the full run)",
+    )
     args = parser.parse_args(argv)
     cfg = QUICK if args.quick else Config()
     changes = {
@@ -674,16 +717,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         cache_dir=args.cache_dir,
         progress=not args.no_progress,
         prepare_only=args.prepare_only,
+        kv_in_memory=args.kv_in_memory,
+        out=None if args.prepare_only else args.out,
+        command=" ".join(["python -m examples.rag.run", *(sys.argv[1:] if argv is None else argv)]),
     )
     if args.prepare_only:
         print(json.dumps(results["timings"], indent=1))
         return results
-    results["command"] = " ".join(["python -m examples.rag.run", *(argv or sys.argv[1:])])
     print(format_table(results))
     if args.out is not None:
-        args.out.mkdir(parents=True, exist_ok=True)
-        (args.out / "results.json").write_text(json.dumps(results, indent=1))
-        save_figure(results, args.out / "rag_reranking.png")
+        save_results(results, args.out)
     return results
 
 
