@@ -391,6 +391,23 @@ def test_answer_metrics():
     assert data.f1("1998 1998", "1998") == pytest.approx(2 / 3)
 
 
+@pytest.mark.parametrize(
+    ("text", "want"),
+    [
+        (" The answer is: English", "English"),
+        ("The answer is Paris", "Paris"),
+        ("answer: yes", "yes"),
+        (" The answer is:", ""),
+        ("Answerable questions", "Answerable questions"),  # a word that starts with "answer"
+        ("The answers are many", "The answers are many"),
+        ("No, it is not", "No, it is not"),
+    ],
+)
+def test_strip_preamble(text, want):
+    assert data.strip_preamble(text) == want
+    assert data.exact_match(data.strip_preamble(text), want) == 1.0
+
+
 @pytest.mark.parametrize(("n", "k"), [(100, 5), (7, 3), (5, 5)])
 def test_folds_partition(n, k):
     splits = data.folds(n, k, seed=1)

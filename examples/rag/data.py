@@ -184,6 +184,23 @@ def _as_answers(answers) -> tuple[str, ...]:
     return (answers,) if isinstance(answers, str) else tuple(answers)
 
 
+_PREAMBLE = re.compile(r"^\s*(?:the\s+)?answer(?:\s+is)?\b\s*[:\-]?", re.IGNORECASE)
+
+
+def strip_preamble(text: str) -> str:
+    """Drops a leading "The answer is:" (or "Answer:") from a generated answer.
+
+    The 135M reader, asked for an answer, often opens with that phrase before the answer itself;
+    exact match would count every such answer wrong.
+
+    >>> strip_preamble(" The answer is: English")
+    'English'
+    >>> strip_preamble("Answerable questions")
+    'Answerable questions'
+    """
+    return _PREAMBLE.sub("", text, count=1).strip()
+
+
 def exact_match(pred: str, answers) -> float:
     """1.0 when the normalized prediction equals one of the normalized answers, else 0.0."""
     p = normalize_answer(pred)
