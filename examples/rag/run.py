@@ -207,13 +207,8 @@ def prepare(dataset: str, cfg: Config, models: Models, timings: dict, bar) -> Pr
         p_emb.append(flat_emb[start : start + q.n])
         start += q.n
     p_emb = _pad_rows(p_emb, n_par, 0.0)
-    labels = rag_data.pad(questions)
-    pmask = np.zeros((len(questions), n_par), bool)
-    pmask[:, : labels["mask"].shape[1]] = labels["mask"]
-    gold = np.zeros_like(pmask)
-    gold[:, : labels["gold"].shape[1]] = labels["gold"]
-    bridge = np.zeros_like(pmask)
-    bridge[:, : labels["bridge"].shape[1]] = labels["bridge"]
+    labels = rag_data.pad(questions)  # [Q, n_par]: n_par is the same max over questions
+    pmask, gold, bridge = labels["mask"], labels["gold"], labels["bridge"]
     timings[f"{dataset}/embed_s"] = time.perf_counter() - t0
 
     # The reader's paragraph cache: every question's paragraphs at one width (max_len) and one
