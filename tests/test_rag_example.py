@@ -98,6 +98,7 @@ def test_emdr_and_pdist_losses_match_their_definitions(prepared, models):
     )
 
 
+@pytest.mark.slow  # runs the example's main twice, end to end
 def test_quick_path_runs_end_to_end(tiny, tiny_zip, tmp_path):  # noqa: F811
     argv = [
         "--quick",
