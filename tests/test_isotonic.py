@@ -517,12 +517,7 @@ def _all_ops(regularization, masked, k=_K):
     return jax.jit(ops)
 
 
-# Lists whose shifted KL sort is still wrong: exact ties that the hull merges' bridge search
-# pools differently after rounding (not padding). Pinned by test_kl_sort_of_shifted_ties_bug.
-_KNOWN_TIE_BUG = {(130, "kl", np.float64): {41}}
-
-
-def _check_lists(x, sizes, outs, regularization, dtype, k=_K, skip_shift=frozenset()):
+def _check_lists(x, sizes, outs, regularization, dtype, k=_K):
     rank_, rank_c, sort_, sort_c, topk_ = (np.asarray(o, np.float64) for o in outs)
     tol = _TOL[dtype]
     for i, n in enumerate(sizes):
@@ -539,8 +534,6 @@ def _check_lists(x, sizes, outs, regularization, dtype, k=_K, skip_shift=frozens
         # rounding of x + c (ranks see it divided by ε, inside an exponential for KL).
         big = np.abs(row).max() + _SHIFT
         ulps = 8 * np.finfo(dtype).eps * big
-        if n in skip_shift:
-            continue
         np.testing.assert_allclose(
             sort_c[i, :n] - _SHIFT, sort_[i, :n], rtol=0, atol=ulps + tol * big, err_msg=msg
         )
@@ -558,23 +551,74 @@ def test_padding_never_pools_with_valid_entries(width, regularization, dtype):
     for o in outs:
         assert o.dtype == dtype
         np.testing.assert_array_equal(np.asarray(o)[~where], 0.0)
-    skip = _KNOWN_TIE_BUG.get((width, regularization, dtype), frozenset())
-    _check_lists(x, sizes, outs, regularization, dtype, skip_shift=skip)
+    _check_lists(x, sizes, outs, regularization, dtype)
 
 
-@pytest.mark.xfail(strict=True, reason="open: KL sort of exact ties after a shift (issue 16)")
-def test_kl_sort_of_shifted_ties_bug():
-    # The list of 41 values in multiples of 50 (ties) of the width-130 batch: soft_sort(x + 100)
-    # comes out 10 (one step of 1/ε) off the reference at the top in float64. Without the shift,
-    # and alone, it is right. Not padding: the bridge search of the hull merges assumes strictly
-    # decreasing block values, which rounding breaks on exact ties.
-    sizes = _WIDTH_SIZES[130]
-    x, where = _lists(130, sizes, np.float64, seed=130)
-    out = soft_sort(
-        jnp.asarray(x + _SHIFT), temperature=_EPS, where=jnp.asarray(where), regularization="kl"
+# ----------------------------------------------------------------------------------------------
+# Issue 16, second bug: blocks whose values agree up to rounding. The merges' bridge searches
+# compare block values with pooled values computed from suffix/prefix sums; where two adjacent
+# blocks differ by less than that rounding, a search predicate read false between trues and
+# the search pooled blocks that are clearly in order.
+
+# 41 values on a grid of 50 (the list of 41 in the width-130 batch of the tests above).
+_TIES_41 = np.repeat(
+    [-250.0, -200.0, -150.0, -100.0, -50.0, 0.0, 50.0, 100.0, 150.0, 200.0, 350.0],
+    [1, 1, 1, 4, 4, 15, 6, 3, 3, 2, 1],
+)
+
+
+def test_kl_sort_of_shifted_ties():
+    # KL soft sort of x + 100 at ε = 0.1 came out 10 (one step of ρ/ε) too low on its last 10
+    # entries in float64: in sorted order, blocks [0, 25) and [25, 30) have values 260 +
+    # 4.54e-5 that differ by 8e-22 (one ulp apart as computed), block [30, 31) is 260 and
+    # [31, 41) is 250. Merging the two 32-entry chunks, the pool [25, 41) read as high as block
+    # [0, 25) after rounding, the tangent search then took the whole row as the pool (the last
+    # true of its predicate is at 31), and [31, 41) got 260.
+    x = _TIES_41
+    for shift in (0.0, 100.0, -100.0, 1000.0):
+        out = soft_sort(jnp.asarray(x + shift), temperature=0.1, regularization="kl")
+        ref = ref_soft_sort(x + shift, 0.1, "kl", False)
+        np.testing.assert_allclose(out, ref, rtol=0, atol=1e-9 * 1100, err_msg=f"{shift=}")
+    # The solver alone, on the isotonic problem the shifted sort solves.
+    r = np.arange(41, 0, -1.0) / 0.1
+    w = -np.sort(x + 100.0)
+    _, _, (lse_r, lse_w) = isotonic._pav("kl", (jnp.asarray(r[None]), jnp.asarray(w[None])), None)
+    np.testing.assert_allclose(lse_r - lse_w, ref_pav("kl", r, w)[None], rtol=0, atol=1e-9)
+
+
+def _tied_problems(rng, rows, n, kind):
+    """Isotonic problems of soft sorts of lists on a grid of 50, shifted, at ε = 0.1."""
+    m = rng.integers(2, n + 1, size=rows)
+    x = np.round(rng.normal(0, 100, size=(rows, n)) / 50) * 50
+    x += np.where(
+        rng.random((rows, 1)) < 0.5,
+        rng.choice([100.0, -100.0, 1000.0], (rows, 1)),
+        rng.uniform(-1e3, 1e3, (rows, 1)),
     )
-    ref = ref_soft_sort(x[40, :41] + _SHIFT, _EPS, "kl", False)
-    np.testing.assert_allclose(np.asarray(out)[40, :41], ref, atol=1e-6)
+    valid = np.arange(n)[None, :] < m[:, None]
+    r = np.maximum(m[:, None] - np.arange(n)[None, :], 1) / 0.1
+    w = np.where(valid, -np.sort(np.where(valid, x, np.inf), axis=-1), 0.0)
+    if kind == "l2":
+        return (r - w, np.ones_like(r)), valid, m
+    return (r, w), valid, m
+
+
+@pytest.mark.parametrize("regularization", ["l2", "kl"])
+def test_merges_of_tied_blocks_match_reference(regularization):
+    # 2000 lists of exact ties through the merges (width 64: two chunks), against the sequential
+    # PAV. Before the fix 14 of the 2000 KL lists came out wrong, by 9 to 50 (lengths 33 to 48).
+    rng = np.random.default_rng(16)
+    (a, b), valid, m = _tied_problems(rng, 2000, 64, regularization)
+    _, _, (pa, pb) = isotonic._pav(
+        regularization, (jnp.asarray(a), jnp.asarray(b)), jnp.asarray(valid)
+    )
+    got = np.asarray(pa / pb if regularization == "l2" else pa - pb)
+    for i, mi in enumerate(m):
+        if regularization == "l2":
+            ref = ref_pav("l2", a[i, :mi], np.zeros(mi))
+        else:
+            ref = ref_pav("kl", a[i, :mi], b[i, :mi])
+        np.testing.assert_allclose(got[i, :mi], ref, rtol=0, atol=1e-9, err_msg=f"{i=}")
 
 
 @pytest.mark.slow

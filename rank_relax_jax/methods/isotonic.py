@@ -29,7 +29,10 @@ Forward values follow the reference implementation (google-research/fast-soft-so
   segments, kept up to date in O(n) per level (L2 stores sums only: counts follow from
   positions). Padding (masked entries and the power-of-two tail) is excluded from pooling by
   an explicit liveness mask in every comparison, never by a sentinel value, so it cannot pool
-  with valid entries after rounding in any dtype. Work O(n log n), sequential depth
+  with valid entries after rounding in any dtype. Adjacent blocks whose values agree up to
+  rounding pool (one comparison, `_pools`, in the stack machine and in a sweep after each
+  merge), so every gap between blocks exceeds the rounding of the searches' pooled values and
+  their predicates stay monotone as computed. Work O(n log n), sequential depth
   O(32 + log³ n / 4); the searches are ``fori_loop``s, so the compiled program stays small.
 * **No sort for batches of short rows.** Rows of at most 128 entries, 16 or more of them, are
   ordered by counting pairwise comparisons (`_pairwise_positions`, same order as ``lax.sort``),
@@ -100,6 +103,37 @@ def _value(kind, st):
     return st[0] - st[1]
 
 
+# Adjacent blocks whose values differ by at most this many ``eps * scale`` pool as ties
+# (`_pools`; `_merge_level` says why the solver needs it). Measured on lists of exact ties (KL
+# sort, float64, 16000 lists): 0.25 still let 13 lists through wrong, 0.5 none; 4 already
+# pools blocks that differ by a few ulps for real and changes their (block-constant) gradient.
+_TIE_EPS = 1.0
+
+
+def _tie_tol(kind, a, b):
+    """Largest excess of a block's value over its right neighbour's that counts as a tie.
+
+    ``_TIE_EPS`` units of rounding of the quantities the two values are computed from: the
+    values themselves for L2 (means), the log-sums whose difference is the value for KL.
+    Zero where a value is not finite, so infinities compare as before.
+    """
+    if kind == "l2":
+        scale = jnp.maximum(jnp.abs(_value(kind, a)), jnp.abs(_value(kind, b)))
+    else:
+        scale = jnp.maximum(jnp.abs(a[0]) + jnp.abs(a[1]), jnp.abs(b[0]) + jnp.abs(b[1]))
+    tol = (_TIE_EPS * jnp.finfo(scale.dtype).eps) * scale
+    return jnp.where(scale < jnp.inf, tol, jnp.zeros((), scale.dtype))
+
+
+def _pools(kind, a, b):
+    """Whether block ``a`` and the block ``b`` right after it pool: ``a`` is not above ``b``.
+
+    Values equal up to rounding (a tie, `_tie_tol`) pool too. Every pooling decision of the
+    solver (stack machine, merge test, tie sweep) is this one comparison.
+    """
+    return _value(kind, a) <= _value(kind, b) + _tie_tol(kind, a, b)
+
+
 def _take(arrays, idx):
     return tuple(jnp.take(a, idx, mode="clip") for a in arrays)
 
@@ -118,9 +152,9 @@ def _last_true(pred, nbits, prefix_shape, limit):
         weight = jnp.left_shift(1, _BITS * (steps - 1 - step)).astype(jnp.int32)
         cand = off[..., None] + (lanes * weight).reshape((1,) * off.ndim + lanes.shape)
         ok = pred(jnp.minimum(cand, limit - 1)) & (cand < limit)
-        # The predicate is a prefix of trues, so its count locates the last true candidate.
-        count = jnp.sum(ok, axis=-1, dtype=jnp.int32)
-        return off + jnp.maximum(count - 1, 0) * weight
+        # The last true candidate (lane 0, the current offset, is true by induction).
+        last = jnp.max(jnp.where(ok, lanes, 0), axis=-1)
+        return off + last * weight
 
     off = jnp.zeros(prefix_shape, jnp.int32)
     if steps == 0:
@@ -132,9 +166,9 @@ def _chunk_pav(kind, elem, live, chunk):
     """Sequential PAV on ``[G, chunk]`` rows, vectorized over the ``G`` rows.
 
     A stack machine: each of the ``2 * chunk - 1`` steps either pools the two top blocks of a
-    row's stack (when they violate the order) or pushes the row's next entry. Entries where
-    ``live`` is False (padding, a suffix of every row) stay singletons and never pool: the
-    decision is made on ``live``, not on a sentinel value, so it holds in every dtype.
+    row's stack (when they violate the order or tie, `_pools`) or pushes the row's next entry.
+    Entries where ``live`` is False (padding, a suffix of every row) stay singletons and never
+    pool: the decision is made on ``live``, not on a sentinel value, so it holds in every dtype.
 
     Returns:
       ``(start, end, block)``: per entry, the local start and end (exclusive) of its block and
@@ -150,7 +184,7 @@ def _chunk_pav(kind, elem, live, chunk):
         b = tuple(s[rows, at] for s in stack)
         # The top block is padding iff its first entry is: padding never pools.
         top_live = live[rows, sstart[rows, at]]
-        pool = (top >= 1) & top_live & (_value(kind, a) <= _value(kind, b))
+        pool = (top >= 1) & top_live & _pools(kind, a, b)
         push = ~pool & (nxt < chunk)
         e = tuple(x[rows, jnp.minimum(nxt, chunk - 1)] for x in elem)
         pooled = _combine(kind, a, b)
@@ -198,6 +232,18 @@ def _merge_level(kind, level, start, end, block, suf, pre, live):
     a block's count is ``end - start`` and a suffix's or prefix's count follows from its
     position in the segment.
 
+    The bridge is found by two nested searches (`_last_true`) whose predicates compare a block
+    value with the value of a candidate pool. Those predicates are monotone because the block
+    values of a solved segment decrease strictly, but the pools' values come from suffix and
+    prefix sums, rounded differently from the blocks' own. Where two adjacent blocks differ by
+    less than that rounding (exact ties in the data make such near-equal blocks), a predicate
+    can read false between trues, and the search then skips the true answer and pools blocks
+    that are clearly in order (issue 16: a KL soft sort 10 off, for one list of ties). So the
+    solver keeps every adjacent pair of blocks apart by more than rounding: blocks that tie
+    pool (`_pools`, also in the stack machine), and after the searches a sweep pools the new
+    block with a neighbour it ties with until none does. With every gap above the rounding of
+    the pools' values, the predicates are monotone as computed.
+
     ``live`` (flat bool) is False on padding, a suffix of every row. Padding is treated as a
     wall of value ``-inf`` that nothing pools into: B does not merge when it starts with
     padding, and a pool never reaches past the last live entry. Its statistics are finite
@@ -213,9 +259,7 @@ def _merge_level(kind, level, start, end, block, suf, pre, live):
     def block_at(g):
         return _stat(kind, block, g, _take_i(end, g) - _take_i(start, g))
 
-    merge = _take_i(live, start_b) & (
-        _value(kind, block_at(start_b - 1)) <= _value(kind, block_at(start_b))
-    )
+    merge = _take_i(live, start_b) & _pools(kind, block_at(start_b - 1), block_at(start_b))
 
     def tangent(qe, pooled_b):
         # For each candidate right end ``qe`` of the pool, its left end: the last block start
@@ -255,6 +299,23 @@ def _merge_level(kind, level, start, end, block, suf, pre, live):
     qe = _take_i(end, end_b - 1 - off)
     p, pooled = tangent(qe, pre_at(qe))
 
+    def sweep(carry):
+        # Pools the new block [p, qe) with a neighbour it ties with (A's blocks left of p and
+        # B's right of qe are unchanged); one step per iteration, usually none.
+        p, qe, pooled, _ = carry
+        left, right = block_at(p - 1), block_at(qe)
+        go_left = merge & (p > start_a) & _pools(kind, left, pooled)
+        go_right = merge & (qe < end_b) & _take_i(live, qe) & _pools(kind, pooled, right)
+        pooled = _where(go_left, _combine(kind, left, pooled), pooled)
+        pooled = _where(go_right, _combine(kind, pooled, right), pooled)
+        p = jnp.where(go_left, _take_i(start, p - 1), p)
+        qe = jnp.where(go_right, _take_i(end, qe), qe)
+        return p, qe, pooled, go_left | go_right
+
+    p, qe, pooled, _ = jax.lax.while_loop(
+        lambda carry: jnp.any(carry[3]), sweep, (p, qe, pooled, merge)
+    )
+
     g = start_a[:, None] + jnp.arange(2 * h, dtype=jnp.int32)[None, :]
     sel = merge[:, None] & (g >= p[:, None]) & (g < qe[:, None])
 
@@ -280,6 +341,10 @@ def _merge_level(kind, level, start, end, block, suf, pre, live):
 
 def _take_i(a, idx):
     return jnp.take(a, idx, mode="clip")
+
+
+def _where(cond, a, b):
+    return tuple(jnp.where(cond, x, y) for x, y in zip(a, b, strict=True))
 
 
 def _combine1(kind, a, b):
