@@ -20,7 +20,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from rank_relax_jax import _checks
+from rank_relax_jax import _checks, _sort
 
 
 def compute_dtype(dtype: Any) -> np.dtype:
@@ -155,17 +155,8 @@ def unsort(perm: jax.Array, values: jax.Array) -> jax.Array:
 
 
 def argsort_valid(x: jax.Array, mask: jax.Array | None, *, descending: bool) -> jax.Array:
-    """Stable argsort over the last axis with padding placed last.
+    """Stable argsort over the last axis with padding placed last: `_sort.argsort`.
 
-    Ties keep their index order in both directions (as ``scipy.stats.rankdata(..., "ordinal")``
-    does on ``x`` and on ``-x``).
+    Kept under this name for code written against it; the library calls `_sort.argsort`.
     """
-    n = x.shape[-1]
-    key = -x if descending else x
-    iota = jnp.broadcast_to(jnp.arange(n, dtype=jnp.int32), x.shape)
-    if mask is None:
-        _, perm = jax.lax.sort((key, iota), dimension=-1, num_keys=1, is_stable=True)
-    else:
-        pad = (~mask).astype(jnp.int32)
-        _, _, perm = jax.lax.sort((pad, key, iota), dimension=-1, num_keys=2, is_stable=True)
-    return perm
+    return _sort.argsort(x, mask, descending=descending)

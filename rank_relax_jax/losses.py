@@ -31,7 +31,7 @@ import jax
 import jax.numpy as jnp
 from jax.typing import ArrayLike
 
-from rank_relax_jax import _axis, _checks
+from rank_relax_jax import _axis, _checks, _sort
 from rank_relax_jax.metrics import (
     GAINS,
     _check_k,
@@ -307,7 +307,7 @@ def listmle_loss(
     frame, y = _start(fn, scores, labels, axis, where, reduce)
     x = frame.x
     valid = frame.valid()
-    perm = _axis.argsort_valid(y, frame.mask, descending=True)
+    perm = _sort.argsort(y, frame.mask, descending=True)
     xs = jnp.take_along_axis(x, perm, axis=-1)
     if frame.mask is not None:
         xs = jnp.where(jnp.take_along_axis(frame.mask, perm, -1), xs, _large_negative(xs.dtype))

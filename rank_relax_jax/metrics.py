@@ -36,7 +36,7 @@ import jax
 import jax.numpy as jnp
 from jax.typing import ArrayLike
 
-from rank_relax_jax import _axis, _checks
+from rank_relax_jax import _axis, _checks, _sort
 from rank_relax_jax.ranking import rank
 
 GAINS = ("exp2", "linear")
@@ -148,7 +148,7 @@ def _discounts(shape: tuple[int, ...], k: int, dtype: Any) -> jax.Array:
 def _ideal_dcg(gains: jax.Array, mask: jax.Array | None, k: int) -> jax.Array:
     """Exact DCG@k of the best ordering of ``gains`` (padding has gain 0 and sorts last)."""
     g = jnp.where(mask, gains, -jnp.inf) if mask is not None else gains
-    best = -jnp.sort(-g, axis=-1)
+    best = jnp.take_along_axis(g, _sort.argsort(g, descending=True), axis=-1)
     best = jnp.where(jnp.isneginf(best), jnp.zeros((), best.dtype), best)
     return jnp.sum(best * _discounts(best.shape, k, best.dtype), axis=-1)
 
@@ -408,7 +408,7 @@ def average_precision(
     s = jax.lax.stop_gradient(frame.x)
     relevant = (jax.lax.stop_gradient(y) > 0) & frame.valid()
     _, last = _tie_bounds(s, frame.mask)
-    perm = _axis.argsort_valid(s, frame.mask, descending=True)
+    perm = _sort.argsort(s, frame.mask, descending=True)
     rel_sorted = jnp.take_along_axis(relevant, perm, axis=-1).astype(s.dtype)
     cum = jnp.concatenate([jnp.zeros((*s.shape[:-1], 1), s.dtype), jnp.cumsum(rel_sorted, -1)], -1)
     hi = jnp.maximum(last.astype(jnp.int32), 0)

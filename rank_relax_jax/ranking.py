@@ -13,7 +13,7 @@ import jax
 import jax.numpy as jnp
 from jax.typing import ArrayLike
 
-from rank_relax_jax import _axis, _checks
+from rank_relax_jax import _axis, _checks, _sort
 from rank_relax_jax.methods import isotonic, pairwise, permutation, smoothi
 
 # (operation, method) -> kernel over the last axis, called as
@@ -245,7 +245,7 @@ def rank(
     _checks.check_choice(fn, "ties", ties, TIES)
     frame = _axis.prepare(fn, x, axis=axis, where=where)
     xs = jax.lax.stop_gradient(frame.x)
-    perm = _axis.argsort_valid(xs, frame.mask, descending=bool(descending))
+    perm = _sort.argsort(xs, frame.mask, descending=bool(descending))
     n = frame.n
     pos = jnp.broadcast_to(jnp.arange(n, dtype=jnp.int32), xs.shape)
     if ties == "ordinal":

@@ -13,7 +13,7 @@ import jax
 import jax.numpy as jnp
 from jax.typing import ArrayLike
 
-from rank_relax_jax import _axis, _checks
+from rank_relax_jax import _axis, _checks, _sort
 from rank_relax_jax.methods import isotonic
 
 TOPK_METHODS = ("isotonic", "sigmoid")
@@ -21,7 +21,7 @@ TOPK_METHODS = ("isotonic", "sigmoid")
 
 def _hard_topk(x: jax.Array, mask: jax.Array | None, k: int) -> jax.Array:
     """k-hot over the last axis; ties go to the lower index; padding and NaN are never picked."""
-    perm = _axis.argsort_valid(x, mask, descending=True)
+    perm = _sort.argsort(x, mask, descending=True)
     slots = jnp.broadcast_to(jnp.arange(x.shape[-1]) < k, x.shape).astype(x.dtype)
     return _axis.unsort(perm, slots)
 
@@ -69,7 +69,7 @@ def _sigmoid_topk(x: jax.Array, mask: jax.Array | None, k: int, t: jax.Array) ->
     n = x.shape[-1]
     if k == n:
         return jnp.ones_like(x)
-    perm = _axis.argsort_valid(jax.lax.stop_gradient(x), mask, descending=True)
+    perm = _sort.argsort(jax.lax.stop_gradient(x), mask, descending=True)
     s = jnp.take_along_axis(x, perm[..., k - 1 : k + 1], axis=-1)
     # The threshold is piecewise linear in x and is differentiated like the rest (only the
     # choice of which entries define it is hard), so the gradient is the op's true gradient.

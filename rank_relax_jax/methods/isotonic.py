@@ -52,7 +52,7 @@ import math
 import jax
 import jax.numpy as jnp
 
-from rank_relax_jax import _axis
+from rank_relax_jax import _axis, _sort
 
 # Digits per step of the bridge searches: a 2**_BITS-ary search needs ceil(L / _BITS) steps on a
 # segment of length 2**L, each evaluating 2**_BITS candidates per side in parallel.
@@ -566,7 +566,7 @@ def _small_order_impl(key, mask):
     rows = math.prod(key.shape[:-1])
     iota = jnp.broadcast_to(jnp.arange(n, dtype=jnp.int32), key.shape)
     if rows < _PAIRWISE_MIN_ROWS or rows * n * n > _PAIRWISE_MAX_WORK:
-        perm = _axis.argsort_valid(key, mask, descending=False)
+        perm = _sort.argsort(key, mask, descending=False)
         return perm, _axis.unsort(perm, iota)
     m = None if mask is None else mask.reshape(rows, n)
     pos = _pairwise_positions(key.reshape(rows, n), m).reshape(key.shape)
@@ -607,7 +607,7 @@ def _order(z, mask):
       ``(perm, pos)``; ``pos`` (the slot of every entry) is None when it was not computed.
     """
     if z.shape[-1] > _PAIRWISE_MAX_N:
-        return _axis.argsort_valid(jax.lax.stop_gradient(z), mask, descending=True), None
+        return _sort.argsort(jax.lax.stop_gradient(z), mask, descending=True), None
     key = -jax.lax.stop_gradient(z)  # ascending order of the key = descending order of z
     if mask is None:
         return _small_order(key)

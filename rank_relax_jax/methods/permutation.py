@@ -31,7 +31,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from rank_relax_jax import _axis
+from rank_relax_jax import _sort
 
 
 def masked_softmax(logits: jax.Array, mask: jax.Array | None) -> jax.Array:
@@ -276,7 +276,7 @@ def softsort_permutation(
              [0., 1., 0.]], dtype=float32)
     """
     x, t = rescale(x, mask, temperature)  # t: [..., 1]
-    perm = _axis.argsort_valid(jax.lax.stop_gradient(x), mask, descending=descending)
+    perm = _sort.argsort(jax.lax.stop_gradient(x), mask, descending=descending)
     sorted_x = jnp.take_along_axis(x, perm, axis=-1)  # valid values first, differentiable
     logits = -jnp.abs(sorted_x[..., :, None] - x[..., None, :]) / t[..., None]
     return masked_softmax(logits, _column_mask(mask))
