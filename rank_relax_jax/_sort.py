@@ -17,8 +17,8 @@ one ``uint64`` per entry::
     bits 62..31   the float's bits as an unsigned integer in the float's order
     bits 30..0    the entry's position
 
-and that single array is sorted. Each key is distinct (the position is part of it), so an
-unstable sort gives the stable order, and the low 31 bits of the sorted keys are the permutation.
+and that single array is sorted. Each key is distinct (the position is part of it), so any sort
+of it gives the stable order, and the low 31 bits of the sorted keys are the permutation.
 The 64-bit integers live only inside this function, traced under a scoped ``jax.enable_x64``; the
 output is int32, so callers never see a 64-bit type whether x64 is on or off. Scoped x64 inside
 ``jit`` is supported from JAX 0.8.0, the release that added ``jax.enable_x64`` (jax-ml/jax#5982,
@@ -68,6 +68,14 @@ def forced_path(path: str) -> Iterator[None]:
     finally:
         _forced = previous
         jax.clear_caches()
+
+
+def uses_packed_key(x: jax.Array) -> bool:
+    """Whether `argsort` of ``x`` takes the packed key when compiled for CPU (static facts).
+
+    For choices that depend on what a sort costs (the isotonic method's short-row threshold).
+    """
+    return _forced != "comparator" and packable(x)
 
 
 def packable(x: jax.Array) -> bool:
@@ -169,6 +177,8 @@ def _argsort_packed(x, mask, descending):
         key = key | lax.broadcasted_iota(np.uint64, x.shape, dim)
         if mask is not None:
             key = jnp.where(mask, key, key | np.uint64(1 << 63))
-        key = lax.sort(key, dimension=dim, is_stable=False)
+        # Keys are distinct, so stability changes nothing; XLA:CPU's std::stable_sort measured
+        # 10-15% faster than its std::sort on these keys.
+        key = lax.sort(key, dimension=dim, is_stable=True)
         perm = lax.convert_element_type(key & np.uint64(_MAX_PACKED_N - 1), np.int32)
     return perm
