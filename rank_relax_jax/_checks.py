@@ -114,19 +114,6 @@ def check_choice(fn: str, name: str, value: Any, valid: Sequence[str]) -> str:
     return value
 
 
-def check_regularization(fn: str, method: str, regularization: Any) -> dict[str, str]:
-    """Checks ``regularization`` ("l2" | "kl", isotonic only); returns the kernel's options."""
-    check_choice(fn, "regularization", regularization, ("l2", "kl"))
-    if method == "isotonic":
-        return {"regularization": regularization}
-    if regularization != "l2":
-        raise ValueError(
-            f"{fn}: argument `regularization` only applies to method='isotonic'; got "
-            f"regularization={regularization!r} with method={method!r}."
-        )
-    return {}
-
-
 def check_where(fn: str, where: Any, shape: tuple[int, ...]) -> jax.Array | None:
     """Checks a ``where`` mask and broadcasts it to ``shape``; ``None`` stays ``None``."""
     if where is None:

@@ -7,34 +7,18 @@ The public functions here validate their arguments, handle ``axis``, ``where`` a
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 from jax.typing import ArrayLike
 
-from rank_relax_jax import _axis, _checks, _sort
-from rank_relax_jax.methods import isotonic, pairwise, permutation, smoothi
+from rank_relax_jax import _axis, _checks, _sort, methods
 
-# (operation, method) -> kernel over the last axis, called as
-# ``kernel(x, mask, temperature, *, descending, **options)``; see methods/__init__.py.
-_KERNELS: dict[tuple[str, str], Callable[..., jax.Array]] = {
-    ("rank", "isotonic"): isotonic.isotonic_rank,
-    ("rank", "sigmoid"): pairwise.sigmoid_rank,
-    ("rank", "probabilistic"): pairwise.probabilistic_rank,
-    ("rank", "neuralsort"): permutation.neuralsort_rank,
-    ("rank", "softsort"): permutation.softsort_rank,
-    ("rank", "smoothi"): smoothi.smoothi_rank,
-    ("sort", "isotonic"): isotonic.isotonic_sort,
-    ("sort", "neuralsort"): permutation.neuralsort_sort,
-    ("sort", "softsort"): permutation.softsort_sort,
-    ("permutation", "neuralsort"): permutation.neuralsort_permutation,
-    ("permutation", "softsort"): permutation.softsort_permutation,
-}
-
-RANK_METHODS = tuple(m for op, m in _KERNELS if op == "rank")
-SORT_METHODS = tuple(m for op, m in _KERNELS if op == "sort")
-PERMUTATION_METHODS = tuple(m for op, m in _KERNELS if op == "permutation")
+# Method lists, read from the kernel registry (rank_relax_jax/methods/__init__.py).
+RANK_METHODS = methods.methods("rank")
+SORT_METHODS = methods.methods("sort")
+PERMUTATION_METHODS = methods.methods("permutation")
 TIES = ("average", "min", "max", "dense", "ordinal")
 
 
@@ -47,6 +31,7 @@ def soft_rank(
     descending: bool = False,
     where: ArrayLike | None = None,
     regularization: str = "l2",
+    **options: Any,
 ) -> jax.Array:
     r"""Differentiable ranks of ``x`` along ``axis``.
 
@@ -87,6 +72,8 @@ def soft_rank(
       where: Optional boolean mask broadcastable to ``x``; ``False`` marks padding, which gets
         rank 0, exactly zero gradient, and does not influence the valid entries.
       regularization: ``"l2"`` or ``"kl"``; only for ``method="isotonic"``.
+      **options: Further options of the chosen method (see `rank_relax_jax.methods`); an
+        option the method does not take raises an error.
 
     Returns:
       Array of the same shape and dtype as ``x`` with soft ranks in ``[1, m]`` for a list of
@@ -109,11 +96,12 @@ def soft_rank(
       Array([2., 1., 4., 3.], dtype=float32)
     """
     fn = "soft_rank"
-    _checks.check_choice(fn, "method", method, RANK_METHODS)
-    options = _checks.check_regularization(fn, method, regularization)
+    entry = methods.lookup(fn, "rank", method)
+    given = {"regularization": regularization, **options}
+    opts = methods.resolve_options(fn, entry, given, defaults={"regularization": "l2"})
     frame = _axis.prepare(fn, x, axis=axis, where=where)
     t = frame.temperature(temperature)
-    out = _KERNELS[("rank", method)](frame.x, frame.mask, t, descending=bool(descending), **options)
+    out = entry.kernel(frame.x, frame.mask, t, descending=bool(descending), **opts)
     return frame.finish_elementwise(out)
 
 
@@ -126,6 +114,7 @@ def soft_sort(
     descending: bool = False,
     where: ArrayLike | None = None,
     regularization: str = "l2",
+    **options: Any,
 ) -> jax.Array:
     r"""Differentiable sort of ``x`` along ``axis`` (ascending unless ``descending=True``).
 
@@ -142,6 +131,8 @@ def soft_sort(
       where: Optional boolean mask; the ``m`` valid values of a list fill its first ``m`` slots
         and the remaining slots are 0.
       regularization: ``"l2"`` or ``"kl"``; only for ``method="isotonic"``.
+      **options: Further options of the chosen method (see `rank_relax_jax.methods`); an
+        option the method does not take raises an error.
 
     Returns:
       Array of the same shape and dtype as ``x``.
@@ -153,11 +144,12 @@ def soft_sort(
       Array([-1.2,  0.3,  2.5], dtype=float32)
     """
     fn = "soft_sort"
-    _checks.check_choice(fn, "method", method, SORT_METHODS)
-    options = _checks.check_regularization(fn, method, regularization)
+    entry = methods.lookup(fn, "sort", method)
+    given = {"regularization": regularization, **options}
+    opts = methods.resolve_options(fn, entry, given, defaults={"regularization": "l2"})
     frame = _axis.prepare(fn, x, axis=axis, where=where)
     t = frame.temperature(temperature)
-    out = _KERNELS[("sort", method)](frame.x, frame.mask, t, descending=bool(descending), **options)
+    out = entry.kernel(frame.x, frame.mask, t, descending=bool(descending), **opts)
     return frame.finish_sorted(out)
 
 
@@ -169,6 +161,7 @@ def soft_permutation(
     axis: int = -1,
     descending: bool = False,
     where: ArrayLike | None = None,
+    **options: Any,
 ) -> jax.Array:
     r"""Relaxed sorting permutation matrix $\hat P$ of ``x`` along ``axis``.
 
@@ -185,6 +178,8 @@ def soft_permutation(
       descending: If True, slot 1 holds the largest entry.
       where: Optional boolean mask; with ``m`` valid entries the top-left ``m × m`` block (in
         valid columns) is the permutation of the filtered list, all else is 0.
+      **options: Further options of the chosen method; an option the method does not take
+        raises an error.
 
     Returns:
       Array of shape ``batch + (n, n)`` where ``batch`` is ``x.shape`` without ``axis``.
@@ -198,10 +193,11 @@ def soft_permutation(
              [0., 0., 1.]], dtype=float32)
     """
     fn = "soft_permutation"
-    _checks.check_choice(fn, "method", method, PERMUTATION_METHODS)
+    entry = methods.lookup(fn, "permutation", method)
+    opts = methods.resolve_options(fn, entry, options)
     frame = _axis.prepare(fn, x, axis=axis, where=where)
     t = frame.temperature(temperature)
-    out = _KERNELS[("permutation", method)](frame.x, frame.mask, t, descending=bool(descending))
+    out = entry.kernel(frame.x, frame.mask, t, descending=bool(descending), **opts)
     return frame.finish_matrix(out)
 
 

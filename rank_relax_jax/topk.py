@@ -9,14 +9,15 @@ midpoint between the k-th and (k+1)-th largest values. The sampling-based
 
 from __future__ import annotations
 
+from typing import Any
+
 import jax
 import jax.numpy as jnp
 from jax.typing import ArrayLike
 
-from rank_relax_jax import _axis, _checks, _sort
-from rank_relax_jax.methods import isotonic
+from rank_relax_jax import _axis, _checks, _sort, methods
 
-TOPK_METHODS = ("isotonic", "sigmoid")
+TOPK_METHODS = methods.methods("topk")
 
 
 def _hard_topk(x: jax.Array, mask: jax.Array | None, k: int) -> jax.Array:
@@ -65,23 +66,6 @@ def topk_mask(x: ArrayLike, k: int, *, axis: int = -1, where: ArrayLike | None =
     return frame.finish_elementwise(out)
 
 
-def _sigmoid_topk(x: jax.Array, mask: jax.Array | None, k: int, t: jax.Array) -> jax.Array:
-    n = x.shape[-1]
-    if k == n:
-        return jnp.ones_like(x)
-    perm = _sort.argsort(jax.lax.stop_gradient(x), mask, descending=True)
-    s = jnp.take_along_axis(x, perm[..., k - 1 : k + 1], axis=-1)
-    # The threshold is piecewise linear in x and is differentiated like the rest (only the
-    # choice of which entries define it is hard), so the gradient is the op's true gradient.
-    threshold = (0.5 * (s[..., 0] + s[..., 1]))[..., None]
-    soft = jax.nn.sigmoid((x - threshold) / t)
-    if mask is None:
-        return soft
-    # With at most k valid entries every valid entry is selected.
-    enough = (jnp.sum(mask, axis=-1, keepdims=True) > k) | ~mask
-    return jnp.where(enough, soft, jnp.ones((), x.dtype))
-
-
 def soft_topk_mask(
     x: ArrayLike,
     k: int,
@@ -92,6 +76,7 @@ def soft_topk_mask(
     where: ArrayLike | None = None,
     hard: bool = False,
     regularization: str = "l2",
+    **options: Any,
 ) -> jax.Array:
     r"""Differentiable mask of the ``k`` largest entries of ``x`` along ``axis``.
 
@@ -130,6 +115,8 @@ def soft_topk_mask(
       hard: If True, return the exact `topk_mask` in the forward pass with the soft
         mask's gradient (straight-through).
       regularization: ``"l2"`` or ``"kl"``; only for ``method="isotonic"``.
+      **options: Further options of the chosen method (see `rank_relax_jax.methods`); an
+        option the method does not take raises an error.
 
     Returns:
       Array in ``[0, 1]`` with the shape and dtype of ``x``.
@@ -149,15 +136,13 @@ def soft_topk_mask(
       Array([0., 1., 1., 0.], dtype=float32)
     """
     fn = "soft_topk_mask"
-    _checks.check_choice(fn, "method", method, TOPK_METHODS)
-    options = _checks.check_regularization(fn, method, regularization)
+    entry = methods.lookup(fn, "topk", method)
+    given = {"regularization": regularization, **options}
+    opts = methods.resolve_options(fn, entry, given, defaults={"regularization": "l2"})
     frame = _axis.prepare(fn, x, axis=axis, where=where)
     k = _checks.check_k(fn, k, frame.n)
     t = frame.temperature(temperature)
-    if method == "sigmoid":
-        soft = _sigmoid_topk(frame.x, frame.mask, k, t)
-    else:
-        soft = isotonic.isotonic_topk_mask(frame.x, frame.mask, k, t, **options)
+    soft = entry.kernel(frame.x, frame.mask, k, t, **opts)
     if hard:
         soft = _straight_through(_hard_topk(jax.lax.stop_gradient(frame.x), frame.mask, k), soft)
     return frame.finish_elementwise(soft)

@@ -14,4 +14,62 @@ matrices whose row r weights the input entries in sorted slot r. The public wrap
 
 Modules: ``pairwise`` (sigmoid / ApproxNDCG, probabilistic / SoftRank), ``permutation``
 (NeuralSort, SoftSort), ``smoothi`` (SmoothI), ``isotonic`` (permutahedron projection, PAV).
+
+Each (operation, method) pair is registered once below, with its per-method options, in
+`rank_relax_jax.methods._registry`; a new method is one module plus its ``register`` lines here.
 """
+
+from rank_relax_jax.methods import isotonic, pairwise, permutation, smoothi
+from rank_relax_jax.methods._registry import (
+    Entry,
+    Option,
+    entries,
+    lookup,
+    methods,
+    register,
+    resolve_options,
+)
+
+_ISOTONIC = {"regularization": Option("l2", choices=isotonic.REGULARIZATIONS)}
+_BLONDEL = "projection onto the permutahedron (Blondel et al. 2020)"
+
+register("rank", "isotonic", isotonic.isotonic_rank, cost="O(n log n)", summary=_BLONDEL,
+         options=_ISOTONIC)  # fmt: skip
+register("rank", "sigmoid", pairwise.sigmoid_rank, cost="O(n²)",
+         summary="1 + Σ_j σ((x_i − x_j)/τ) (Qin et al. 2010)")  # fmt: skip
+register("rank", "probabilistic", pairwise.probabilistic_rank, cost="O(n²)",
+         summary="1 + Σ_j Φ((x_i − x_j)/√2τ) (Taylor et al. 2008)")  # fmt: skip
+register("rank", "neuralsort", permutation.neuralsort_rank, cost="O(n²)",
+         summary="ranks read off the relaxed permutation (Grover et al. 2019)")  # fmt: skip
+register("rank", "softsort", permutation.softsort_rank, cost="O(n²)",
+         summary="ranks read off the relaxed permutation (Prillo & Eisenschlos 2020)")  # fmt: skip
+register("rank", "smoothi", smoothi.smoothi_rank, cost="O(n²)",
+         summary="smooth rank indicators (Thonet et al. 2021)")  # fmt: skip
+
+register("sort", "isotonic", isotonic.isotonic_sort, cost="O(n log n)", summary=_BLONDEL,
+         options=_ISOTONIC)  # fmt: skip
+register("sort", "neuralsort", permutation.neuralsort_sort, cost="O(n²)",
+         summary="relaxed permutation times x (Grover et al. 2019)")  # fmt: skip
+register("sort", "softsort", permutation.softsort_sort, cost="O(n²)",
+         summary="relaxed permutation times x (Prillo & Eisenschlos 2020)")  # fmt: skip
+
+register("permutation", "neuralsort", permutation.neuralsort_permutation, cost="O(n²)",
+         summary="unimodal row-stochastic relaxation (Grover et al. 2019)")  # fmt: skip
+register("permutation", "softsort", permutation.softsort_permutation, cost="O(n²)",
+         summary="softmax of −|sort(x)_r − x_j|/τ (Prillo & Eisenschlos 2020)")  # fmt: skip
+
+register("topk", "isotonic", isotonic.isotonic_topk_mask, cost="O(n log n)",
+         summary="projection onto the capped simplex (Blondel et al. 2020; Sander et al. 2023)",
+         options=_ISOTONIC)  # fmt: skip
+register("topk", "sigmoid", pairwise.sigmoid_topk_mask, cost="O(n log n)",
+         summary="σ((x_i − t)/τ), t midway between the k-th and (k+1)-th largest")  # fmt: skip
+
+__all__ = [
+    "Entry",
+    "Option",
+    "entries",
+    "lookup",
+    "methods",
+    "register",
+    "resolve_options",
+]

@@ -38,6 +38,8 @@ import jax
 import jax.numpy as jnp
 from jax.scipy.special import ndtr
 
+from rank_relax_jax import _sort
+
 # Pairwise terms per block (times the batch size). 2**22 terms are 16 MiB in float32; a block's
 # forward and backward hold a few such arrays. Lists whose full n × n matrix fits under this budget
 # are computed densely. Tests lower it to exercise the blocked path on short lists.
@@ -175,3 +177,26 @@ def probabilistic_rank(
       array([1.984, 1.017, 2.999], dtype=float32)
     """
     return _pairwise_rank(ndtr, x, mask, temperature * math.sqrt(2.0), descending)
+
+
+def sigmoid_topk_mask(x: jax.Array, mask: jax.Array | None, k: int, t: jax.Array) -> jax.Array:
+    r"""Sigmoid top-k mask $\sigma((x_i - t)/\tau)$, $t$ between the k-th and (k+1)-th largest.
+
+    The threshold is piecewise linear in ``x`` and differentiated (only the choice of which two
+    entries define it is hard). The mask sums to about, not exactly, ``k``. O(n log n) (one sort).
+    A list with at most ``k`` valid entries selects all of them.
+    """
+    n = x.shape[-1]
+    if k == n:
+        return jnp.ones_like(x)
+    perm = _sort.argsort(jax.lax.stop_gradient(x), mask, descending=True)
+    s = jnp.take_along_axis(x, perm[..., k - 1 : k + 1], axis=-1)
+    # The threshold is piecewise linear in x and is differentiated like the rest (only the
+    # choice of which entries define it is hard), so the gradient is the op's true gradient.
+    threshold = (0.5 * (s[..., 0] + s[..., 1]))[..., None]
+    soft = jax.nn.sigmoid((x - threshold) / t)
+    if mask is None:
+        return soft
+    # With at most k valid entries every valid entry is selected.
+    enough = (jnp.sum(mask, axis=-1, keepdims=True) > k) | ~mask
+    return jnp.where(enough, soft, jnp.ones((), x.dtype))
