@@ -1,8 +1,8 @@
 """Benchmark of the isotonic (permutahedron) soft rank against jnp.argsort and the peers.
 
 Measures, in float32 on the default JAX device, the steady-state median time and the compile
-time (first call: trace + compile + run) of the forward pass and of forward + backward
-(``grad`` of ``sum(op(x) * w)``), at the shapes of issue #3, for:
+time of the forward pass and of forward + backward (``grad`` of ``sum(op(x) * w)``), at the
+shapes of issue #3, for:
 
 * ``argsort``: jitted ``jnp.argsort`` of the same array (the floor for anything sort-based);
 * ``isotonic-l2`` / ``isotonic-kl``: ``soft_rank(method="isotonic")``;
@@ -14,10 +14,14 @@ time (first call: trace + compile + run) of the forward pass and of forward + ba
   ``pip install torchsort`` fails on CPU-only machines, use ``benchmarks/install_torchsort.sh``).
 
 Peers whose cost grows as n² are skipped above a size limit (``--pair-limit``) instead of
-running for minutes. Usage::
+running for minutes. Every JAX row reports the steady-state median and the compile time that
+a user pays once per new shape: ``compile_s``, the wall seconds of trace + lower + XLA compile,
+and ``compile_cpu_s``, the CPU seconds of the process over the same span (on a loaded machine
+the wall time counts the waits for a core; the CPU time does not). Usage::
 
     python benchmarks/bench_isotonic.py            # full table, writes results/isotonic.json
     python benchmarks/bench_isotonic.py --quick    # smoke run on small shapes
+    python benchmarks/bench_isotonic.py --methods isotonic-l2,sigmoid --shapes 128x100,1x1000
 """
 
 from __future__ import annotations
@@ -28,11 +32,15 @@ import json
 import os
 import pathlib
 import platform
+import sys
+import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from _timing import time_calls
+
+import rank_relax_jax
 
 SHAPES = [
     (1, 100),
@@ -54,6 +62,16 @@ def _timeit(fn, *args, min_time=0.5, max_reps=30, min_reps=3):
         min_reps=min_reps,
         max_reps=max_reps,
     )
+
+
+def _compile_and_time(fn, *args):
+    """Compiles ``fn`` (jitted) for ``args``, then times the compiled function."""
+    wall, cpu = time.perf_counter(), time.process_time()
+    compiled = fn.lower(*args).compile()
+    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    res = _timeit(compiled, *args)
+    finite = bool(jnp.all(jnp.isfinite(compiled(*args))))
+    return {**res, "compile_s": wall, "compile_cpu_s": cpu, "finite": finite}
 
 
 def _jax_methods():
@@ -143,9 +161,14 @@ def main():
         "--ott-limit", type=float, default=1.3e6, help="skip OTT when batch * n² exceeds this"
     )
     parser.add_argument("--methods", default="", help="comma-separated subset of methods")
+    parser.add_argument(
+        "--shapes", default="", help="comma-separated subset of shapes, e.g. 128x100,1x100000"
+    )
     args = parser.parse_args()
 
     shapes = QUICK_SHAPES if args.quick else SHAPES
+    if args.shapes:
+        shapes = [tuple(int(d) for d in s.split("x")) for s in args.shapes.split(",")]
     methods = _jax_methods()
     torch_run = _torchsort_method()
     wanted = set(filter(None, args.methods.split(",")))
@@ -169,8 +192,7 @@ def main():
                 else:
                     f = jax.jit(jax.grad(lambda x, w, fn=fn: jnp.sum(fn(x) * w)))
                 try:
-                    res = _timeit(f, x) if mode == "fwd" else _timeit(f, x, w)
-                    res["finite"] = bool(jnp.all(jnp.isfinite(f(x) if mode == "fwd" else f(x, w))))
+                    res = _compile_and_time(f, *((x,) if mode == "fwd" else (x, w)))
                 except Exception as err:  # a peer failing at some shape is a result too
                     rows.append(
                         {"shape": shape, "method": name, "mode": mode, "error": str(err)[:200]}
@@ -181,7 +203,8 @@ def main():
                 rows.append({"shape": shape, "method": name, "mode": mode, **res})
                 print(
                     f"{shape!s:>13} {name:13} {mode:7} {res['median_s'] * 1e3:9.2f} ms "
-                    f"({res['ratio']:5.2f}x argsort, compile {res['compile_s']:5.2f} s)",
+                    f"({res['ratio']:5.2f}x argsort, compile {res['compile_s']:5.2f} s, "
+                    f"{res['compile_cpu_s']:5.2f} s CPU)",
                     flush=True,
                 )
         if torch_run is not None and (not wanted or "torchsort" in wanted):
@@ -198,6 +221,8 @@ def main():
         "processor": platform.processor(),
         "cpu_count": os.cpu_count(),
         "loadavg": os.getloadavg(),
+        "command": " ".join(["python", *sys.argv]),
+        "rank_relax_jax": str(pathlib.Path(rank_relax_jax.__file__).parent),
         "jax": jax.__version__,
         "device": str(jax.devices()[0]),
         "dtype": "float32",
@@ -224,7 +249,9 @@ def markdown_table(rows):
     lines = []
     for mode in ("fwd+bwd", "fwd"):
         cols = [m for m in methods if m != "argsort"]
-        lines.append(f"\n{mode}: median ms (ratio to one jnp.argsort); compile s in brackets\n")
+        lines.append(
+            f"\n{mode}: median ms (ratio to one jnp.argsort); compile s in brackets (wall / CPU)\n"
+        )
         lines.append("| (batch, n) | argsort | " + " | ".join(cols) + " |")
         lines.append("|---" * (len(cols) + 2) + "|")
         for shape in shapes:
@@ -249,7 +276,8 @@ def markdown_table(rows):
                 else:
                     nan = "" if r.get("finite", True) else ", non-finite"
                     cells.append(
-                        f"{r['median_s'] * 1e3:.2f} ({r['ratio']:.1f}×{nan}) [{r['compile_s']:.1f}]"
+                        f"{r['median_s'] * 1e3:.2f} ({r['ratio']:.1f}×{nan}) "
+                        f"[{r['compile_s']:.1f} / {r.get('compile_cpu_s', float('nan')):.1f}]"
                     )
             lines.append(f"| {shape} | " + " | ".join(cells) + " |")
     return "\n".join(lines)

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from jax.test_util import check_grads
 
-from rank_relax_jax.methods import isotonic
+from rank_relax_jax.methods import _pav, isotonic
 from rank_relax_jax.ranking import rank, soft_rank, soft_sort
 from rank_relax_jax.topk import soft_topk_mask, topk_mask
 
@@ -131,7 +131,7 @@ def test_solver_chunks_and_merges_agree_with_reference():
     # Small chunks force the divide-and-conquer hull merges at every level.
     rng = np.random.default_rng(3)
     n = 37
-    solve = jax.jit(isotonic._pav, static_argnums=(0, 3))
+    solve = jax.jit(_pav.pav, static_argnums=(0, 3))
     y = rng.normal(size=(4, n)) * 3 + np.arange(n)[::-1] * rng.uniform(0, 1, size=(4, 1))
     y[1] = np.round(y[1])
     for chunk in (2,):
@@ -582,7 +582,7 @@ def test_kl_sort_of_shifted_ties():
     # The solver alone, on the isotonic problem the shifted sort solves.
     r = np.arange(41, 0, -1.0) / 0.1
     w = -np.sort(x + 100.0)
-    _, _, (lse_r, lse_w) = isotonic._pav("kl", (jnp.asarray(r[None]), jnp.asarray(w[None])), None)
+    _, _, (lse_r, lse_w) = _pav.pav("kl", (jnp.asarray(r[None]), jnp.asarray(w[None])), None)
     np.testing.assert_allclose(lse_r - lse_w, ref_pav("kl", r, w)[None], rtol=0, atol=1e-9)
 
 
@@ -609,7 +609,7 @@ def test_merges_of_tied_blocks_match_reference(regularization):
     # PAV. Before the fix 14 of the 2000 KL lists came out wrong, by 9 to 50 (lengths 33 to 48).
     rng = np.random.default_rng(16)
     (a, b), valid, m = _tied_problems(rng, 2000, 64, regularization)
-    _, _, (pa, pb) = isotonic._pav(
+    _, _, (pa, pb) = _pav.pav(
         regularization, (jnp.asarray(a), jnp.asarray(b)), jnp.asarray(valid)
     )
     got = np.asarray(pa / pb if regularization == "l2" else pa - pb)
