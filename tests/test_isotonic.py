@@ -609,9 +609,7 @@ def test_merges_of_tied_blocks_match_reference(regularization):
     # PAV. Before the fix 14 of the 2000 KL lists came out wrong, by 9 to 50 (lengths 33 to 48).
     rng = np.random.default_rng(16)
     (a, b), valid, m = _tied_problems(rng, 2000, 64, regularization)
-    _, _, (pa, pb) = _pav.pav(
-        regularization, (jnp.asarray(a), jnp.asarray(b)), jnp.asarray(valid)
-    )
+    _, _, (pa, pb) = _pav.pav(regularization, (jnp.asarray(a), jnp.asarray(b)), jnp.asarray(valid))
     got = np.asarray(pa / pb if regularization == "l2" else pa - pb)
     for i, mi in enumerate(m):
         if regularization == "l2":
