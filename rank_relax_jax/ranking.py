@@ -100,7 +100,7 @@ def soft_rank(
     given = {"regularization": regularization, **options}
     opts = methods.resolve_options(fn, entry, given, defaults={"regularization": "l2"})
     frame = _axis.prepare(fn, x, axis=axis, where=where)
-    t = frame.temperature(temperature)
+    t = frame.positive_scalar(temperature)
     out = entry.kernel(frame.x, frame.mask, t, descending=bool(descending), **opts)
     return frame.finish_elementwise(out)
 
@@ -118,13 +118,20 @@ def soft_sort(
 ) -> jax.Array:
     r"""Differentiable sort of ``x`` along ``axis`` (ascending unless ``descending=True``).
 
-    Methods: ``isotonic`` (Blondel et al. 2020, O(n log n)), ``neuralsort`` (Grover et al.
-    2019, O(n²)) and ``softsort`` (Prillo & Eisenschlos 2020, O(n²)). Each tends to
-    ``jnp.sort(x)`` as ``temperature`` → 0.
+    | method | relaxation | cost |
+    |---|---|---|
+    | `isotonic` | projection onto the permutahedron (Blondel et al. 2020) | O(n log n) |
+    | `neuralsort` | relaxed permutation times $x$ (Grover et al. 2019) | O(n²) |
+    | `softsort` | relaxed permutation times $x$ (Prillo & Eisenschlos 2020) | O(n²) |
+    | `smoothi` | smooth rank indicators times $x$ (Thonet et al. 2021) | O(n²) |
+
+    Each tends to ``jnp.sort(x)`` as ``temperature`` → 0. The sorts of ``isotonic``,
+    ``neuralsort`` and ``softsort`` are monotone; SmoothI's need not be (its later rows compete
+    with the recursive factors of the earlier ones).
 
     Args:
       x: Floating array.
-      method: One of ``"isotonic"``, ``"neuralsort"``, ``"softsort"``.
+      method: One of the methods above.
       temperature: Positive smoothness; may be traced (a traced value <= 0 gives NaN).
       axis: Axis to sort along.
       descending: If True, sort from largest to smallest.
@@ -148,7 +155,7 @@ def soft_sort(
     given = {"regularization": regularization, **options}
     opts = methods.resolve_options(fn, entry, given, defaults={"regularization": "l2"})
     frame = _axis.prepare(fn, x, axis=axis, where=where)
-    t = frame.temperature(temperature)
+    t = frame.positive_scalar(temperature)
     out = entry.kernel(frame.x, frame.mask, t, descending=bool(descending), **opts)
     return frame.finish_sorted(out)
 
@@ -169,10 +176,15 @@ def soft_permutation(
     $\hat P x$ is a soft sort of $x$. Each row sums to 1 (row-stochastic); as
     ``temperature`` → 0, $\hat P$ tends to the hard permutation matrix.
 
+    | method | relaxation | cost |
+    |---|---|---|
+    | `neuralsort` | unimodal row-stochastic relaxation (Grover et al. 2019) | O(n²) |
+    | `softsort` | softmax of $-\lvert \mathrm{sort}(x)_r - x_j \rvert/\tau$ (Prillo 2020) | O(n²) |
+    | `smoothi` | the matrix of smooth rank indicators (Thonet et al. 2021) | O(n²) |
+
     Args:
       x: Floating array.
-      method: ``"neuralsort"`` (Grover et al. 2019) or ``"softsort"`` (Prillo & Eisenschlos
-        2020). Both cost O(n²) time and memory.
+      method: One of the methods above (each O(n²) time and memory).
       temperature: Positive smoothness; may be traced (a traced value <= 0 gives NaN).
       axis: Axis to sort along.
       descending: If True, slot 1 holds the largest entry.
@@ -196,7 +208,7 @@ def soft_permutation(
     entry = methods.lookup(fn, "permutation", method)
     opts = methods.resolve_options(fn, entry, options)
     frame = _axis.prepare(fn, x, axis=axis, where=where)
-    t = frame.temperature(temperature)
+    t = frame.positive_scalar(temperature)
     out = entry.kernel(frame.x, frame.mask, t, descending=bool(descending), **opts)
     return frame.finish_matrix(out)
 
