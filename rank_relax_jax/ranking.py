@@ -20,6 +20,9 @@ RANK_METHODS = methods.methods("rank")
 SORT_METHODS = methods.methods("sort")
 PERMUTATION_METHODS = methods.methods("permutation")
 TIES = ("average", "min", "max", "dense", "ordinal")
+# `regularization` is a keyword of the public signature: left at its default, it is no error for
+# a method that does not take it.
+_ISOTONIC_DEFAULTS = {"regularization": "l2"}
 
 
 def soft_rank(
@@ -95,11 +98,10 @@ def soft_rank(
       >>> soft_rank(x, method="sigmoid", temperature=1e-3).round(2)
       Array([2., 1., 4., 3.], dtype=float32)
     """
-    fn = "soft_rank"
-    entry = methods.lookup(fn, "rank", method)
-    given = {"regularization": regularization, **options}
-    opts = methods.resolve_options(fn, entry, given, defaults={"regularization": "l2"})
-    frame = _axis.prepare(fn, x, axis=axis, where=where)
+    entry, opts, frame = methods.dispatch(
+        "soft_rank", "rank", method, x, axis=axis, where=where,
+        options={"regularization": regularization, **options}, defaults=_ISOTONIC_DEFAULTS,
+    )  # fmt: skip
     t = frame.positive_scalar(temperature)
     out = entry.kernel(frame.x, frame.mask, t, descending=bool(descending), **opts)
     return frame.finish_elementwise(out)
@@ -150,11 +152,10 @@ def soft_sort(
       >>> soft_sort(jnp.array([0.3, -1.2, 2.5]), method="neuralsort", temperature=1e-3)
       Array([-1.2,  0.3,  2.5], dtype=float32)
     """
-    fn = "soft_sort"
-    entry = methods.lookup(fn, "sort", method)
-    given = {"regularization": regularization, **options}
-    opts = methods.resolve_options(fn, entry, given, defaults={"regularization": "l2"})
-    frame = _axis.prepare(fn, x, axis=axis, where=where)
+    entry, opts, frame = methods.dispatch(
+        "soft_sort", "sort", method, x, axis=axis, where=where,
+        options={"regularization": regularization, **options}, defaults=_ISOTONIC_DEFAULTS,
+    )  # fmt: skip
     t = frame.positive_scalar(temperature)
     out = entry.kernel(frame.x, frame.mask, t, descending=bool(descending), **opts)
     return frame.finish_sorted(out)
@@ -204,10 +205,9 @@ def soft_permutation(
              [1., 0., 0.],
              [0., 0., 1.]], dtype=float32)
     """
-    fn = "soft_permutation"
-    entry = methods.lookup(fn, "permutation", method)
-    opts = methods.resolve_options(fn, entry, options)
-    frame = _axis.prepare(fn, x, axis=axis, where=where)
+    entry, opts, frame = methods.dispatch(
+        "soft_permutation", "permutation", method, x, axis=axis, where=where, options=options
+    )
     t = frame.positive_scalar(temperature)
     out = entry.kernel(frame.x, frame.mask, t, descending=bool(descending), **opts)
     return frame.finish_matrix(out)

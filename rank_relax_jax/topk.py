@@ -138,10 +138,11 @@ def soft_topk_mask(
       Array([0., 1., 1., 0.], dtype=float32)
     """
     fn = "soft_topk_mask"
-    entry = methods.lookup(fn, "topk", method)
-    given = {"regularization": regularization, **options}
-    opts = methods.resolve_options(fn, entry, given, defaults={"regularization": "l2"})
-    frame = _axis.prepare(fn, x, axis=axis, where=where)
+    entry, opts, frame = methods.dispatch(
+        fn, "topk", method, x, axis=axis, where=where,
+        options={"regularization": regularization, **options},
+        defaults={"regularization": "l2"},
+    )  # fmt: skip
     k = _checks.check_k(fn, k, frame.n)
     t = frame.positive_scalar(temperature)
     soft = entry.kernel(frame.x, frame.mask, k, t, **opts)
