@@ -18,9 +18,15 @@ from jax.test_util import check_grads
 from rank_relax_jax import attention as att
 from rank_relax_jax import gumbel
 
-flax = pytest.importorskip("flax")
-nn = pytest.importorskip("flax.linen")
-nnx = pytest.importorskip("flax.nnx")
+flax = pytest.importorskip(
+    "flax", reason="flax not installed: pip install -e '.[flax]' (or '.[test]')"
+)
+nn = pytest.importorskip(
+    "flax.linen", reason="flax not installed: pip install -e '.[flax]' (or '.[test]')"
+)
+nnx = pytest.importorskip(
+    "flax.nnx", reason="flax not installed: pip install -e '.[flax]' (or '.[test]')"
+)
 
 # Two lists of documents over the same 11 key tokens: 2 question tokens (-1), then docs 0..3.
 IDS = np.array(
