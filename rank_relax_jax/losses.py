@@ -142,7 +142,7 @@ def ndcg_loss(
     {\tau_k}\Big)
     $$
 
-    with $\tilde r = $ `rank_relax_jax.ranking.soft_rank` ``(s, descending=True)``
+    with $\tilde r$ the soft ranks `rank_relax_jax.ranking.soft_rank` ``(s, descending=True)``
     (rank 1 = highest score; any method), $g$ the gain (``"exp2"``: $2^y - 1$,
     ``"linear"``: $y$) and IDCG@k the exact ideal DCG@k (as
     `rank_relax_jax.metrics.ndcg`). Both the discount and the top-k cutoff are relaxed:
