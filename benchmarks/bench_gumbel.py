@@ -14,22 +14,26 @@ Ops: ``relaxed_topk_gumbel`` (max of k Gumbel-softmax draws, vmapped), ``relaxed
 one Gumbel draw of the scores' shape (the cost of the noise alone, forward only). The
 key and the scores are jit arguments, so nothing is constant-folded.
 
-Usage: ``python benchmarks/bench_gumbel.py [--quick] [--out benchmarks/results/gumbel.json]``.
+Usage: ``python benchmarks/bench_gumbel.py [--quick] [--out benchmarks/results/gumbel.json]`` (or
+``python -m benchmarks.bench_gumbel``); the file has the layout of ``benchmarks/_meta.py``.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import pathlib
-import platform
 import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-from _timing import time_calls
+
+try:  # python -m benchmarks.bench_gumbel
+    from benchmarks import _meta
+    from benchmarks._timing import time_calls
+except ImportError:  # python benchmarks/bench_gumbel.py
+    import _meta
+    from _timing import time_calls
 
 from rank_relax_jax.gumbel import gumbel_topk, relaxed_subset_sample, relaxed_topk_gumbel
 
@@ -153,22 +157,14 @@ def main():
     print("\n" + HEADER)
     for r in rows:
         print(_fmt(r))
-    meta = {
-        "jax": jax.__version__,
-        "backend": jax.default_backend(),
-        "devices": [str(d) for d in jax.devices()],
-        "machine": platform.machine(),
-        "cpu_count": os.cpu_count(),
-        "load_average": os.getloadavg() if hasattr(os, "getloadavg") else None,
-        "dtype": "float32",
-        "temperature": TEMPERATURE,
-        "timing": "median wall time of repeated calls after one warm-up; compile = lower+compile",
-    }
     if not args.quick:
-        out = pathlib.Path(args.out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps({"meta": meta, "rows": rows}, indent=2) + "\n")
-        print(f"wrote {out}")
+        _meta.write(
+            args.out,
+            rows,
+            dtype="float32",
+            temperature=TEMPERATURE,
+            timing="median wall time of repeated calls after one warm-up; compile = lower+compile",
+        )
 
 
 if __name__ == "__main__":

@@ -4,14 +4,20 @@ Each method runs in a fresh subprocess so its peak resident memory (``ru_maxrss`
 Prints a table and writes JSON (default ``benchmarks/results/memory_pairwise.json``).
 
     python benchmarks/memory_pairwise.py                    # sigmoid and probabilistic, n = 100,000
-    python benchmarks/memory_pairwise.py --methods sigmoid --n 20000
+    python -m benchmarks.memory_pairwise --methods sigmoid --n 20000
+
+The file has the layout of ``benchmarks/_meta.py``.
 """
 
 import argparse
 import json
-import pathlib
 import subprocess
 import sys
+
+try:  # python -m benchmarks.memory_pairwise
+    from benchmarks import _meta
+except ImportError:  # python benchmarks/memory_pairwise.py
+    import _meta
 
 CHILD = r"""
 import json, resource, sys, time
@@ -30,9 +36,9 @@ val, g = compiled(x)
 g.block_until_ready()
 seconds = time.perf_counter() - t0
 print(json.dumps({
-    "method": method, "n": n, "seconds": seconds,
-    "xla_temp_mib": m.temp_size_in_bytes / 2**20,
-    "max_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
+    "method": method, "n": n, "fwd_bwd_s": seconds,
+    "xla_temp_MiB": m.temp_size_in_bytes / 2**20,
+    "max_rss_GiB": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
     "finite_gradient": bool(jnp.all(jnp.isfinite(g))),
 }))
 """
@@ -53,16 +59,8 @@ def main() -> None:
             check=True,
         )
         rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
-    print(f"{'method':14s} {'n':>8s} {'XLA temp MiB':>13s} {'max RSS GiB':>12s} {'seconds':>8s}")
-    for r in rows:
-        print(
-            f"{r['method']:14s} {r['n']:8d} {r['xla_temp_mib']:13.1f} "
-            f"{r['max_rss_gib']:12.3f} {r['seconds']:8.1f}"
-        )
-    out = pathlib.Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(rows, indent=2) + "\n")
-    print(f"wrote {out}")
+    print(_meta.markdown_table(rows, ["method", "n", "xla_temp_MiB", "max_rss_GiB", "fwd_bwd_s"]))
+    _meta.write(args.out, rows, dtype="float32", temperature=0.1, step="jit(value_and_grad)")
 
 
 if __name__ == "__main__":

@@ -5,13 +5,13 @@ Run from the repository root:
     python docs/make_methods_figure.py
 
 Every panel ranks the same five values, x = [0.0, 0.2, 0.5, 1.5, 2.0] (ascending, rank 1 is the
-smallest), over a log grid of temperatures; dashed lines mark the exact ranks 1..5. The isotonic
-panels appear once ``rank_relax_jax.methods.isotonic`` exists.
+smallest), over a log grid of temperatures; dashed lines mark the exact ranks 1..5. The panels
+are read from the kernel registry: one per registered ``soft_rank`` method, and one per choice
+of a method's option with choices (isotonic: L2 and KL).
 """
 
 from __future__ import annotations
 
-import importlib.util
 import pathlib
 
 import jax
@@ -22,24 +22,28 @@ import numpy as np
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
+from rank_relax_jax import methods
 from rank_relax_jax.ranking import soft_rank
 
 X = jnp.array([0.0, 0.2, 0.5, 1.5, 2.0], dtype=jnp.float32)
 TEMPERATURES = np.logspace(-3, 2, 121)
 OUT = pathlib.Path(__file__).parent / "figures" / "soft_rank_temperature.png"
 
-PANELS = [
-    ("sigmoid", {}, "sigmoid (ApproxNDCG)"),
-    ("probabilistic", {}, "probabilistic (SoftRank)"),
-    ("neuralsort", {}, "neuralsort"),
-    ("softsort", {}, "softsort"),
-    ("smoothi", {}, "smoothi"),
-]
-if importlib.util.find_spec("rank_relax_jax.methods.isotonic") is not None:
-    PANELS += [
-        ("isotonic", {"regularization": "l2"}, "isotonic, L2"),
-        ("isotonic", {"regularization": "kl"}, "isotonic, KL"),
-    ]
+
+def panels() -> list[tuple[str, dict, str]]:
+    """``(method, options, title)`` for every registered rank method and option choice."""
+    out = []
+    for entry in methods.entries("rank"):
+        choices = [(n, o.choices) for n, o in entry.options.items() if o.choices]
+        if not choices:
+            out.append((entry.method, {}, entry.method))
+            continue
+        name, values = choices[0]
+        out += [(entry.method, {name: v}, f"{entry.method}, {v}") for v in values]
+    return out
+
+
+PANELS = panels()
 
 
 def curves(method: str, options: dict) -> np.ndarray:

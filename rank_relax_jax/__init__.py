@@ -14,13 +14,12 @@ from rank_relax_jax.gumbel import (
     gumbel_attention_mask,
     gumbel_softmax,
     gumbel_topk,
-    perturbed_topk_mask,
     relaxed_subset_sample,
     relaxed_topk_gumbel,
     relaxed_topk_gumbel_log,
 )
 from rank_relax_jax.ranking import rank, soft_permutation, soft_rank, soft_sort
-from rank_relax_jax.topk import soft_topk_mask, topk_mask
+from rank_relax_jax.topk import perturbed_topk_mask, soft_topk_mask, topk_mask
 
 __version__ = "0.1.0"
 

@@ -66,8 +66,11 @@ class Frame:
             return jnp.full(self.x.shape[:-1], self.n, dtype=dtype)
         return jnp.sum(self.mask, axis=-1, dtype=dtype)
 
-    def temperature(self, value: Any, name: str = "temperature") -> jax.Array:
+    def positive_scalar(self, value: Any, name: str = "temperature") -> jax.Array:
         """Validates a positive scalar option and returns it in the compute dtype.
+
+        Used for every such option: ``temperature``, the Gumbel ``scale``, the perturbation
+        ``sigma``, the loss cutoff widths.
 
         A concrete value must be positive (else ValueError). A traced one cannot be checked at
         trace time, so a non-positive (or NaN) value becomes NaN: every valid output of the op

@@ -41,7 +41,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.typing import ArrayLike
 
-from rank_relax_jax import _axis, _checks
+from rank_relax_jax import _axis, _checks, _numerics
 
 __all__ = [
     "DocumentMask",
@@ -60,25 +60,9 @@ ATTENTION_FORMS = ("multiplicative", "additive")
 # Finite stand-ins for -inf.
 
 
-def _capped_max(dtype: Any) -> float:
-    # Attention code computes softmax in at least float32; a float64 constant beyond float32's
-    # range would turn into -inf when cast (the reason jax.nn caps its own constant the same way).
-    return float(min(jnp.finfo(dtype).max, jnp.finfo(np.float32).max))
-
-
 def _log_floor(dtype: Any) -> jax.Array:
-    """The finite value that stands for ``log 0`` in an additive bias of ``dtype``.
-
-    A quarter of the dtype's range (capped at float32's): ``exp`` of it is exactly 0 after any
-    max-shift, and it stays finite when added to logits, to another bias of this kind, or to
-    ``jax.nn``'s own mask constant (-0.7 of the range).
-    """
-    return jnp.asarray(-0.25 * _capped_max(dtype), dtype=dtype)
-
-
-def _mask_value(dtype: Any) -> jax.Array:
-    # Same constant as jax.nn.dot_product_attention applies for a False mask entry.
-    return jnp.asarray(-0.7 * _capped_max(dtype), dtype=dtype)
+    """The finite value that stands for ``log 0`` in an additive bias: `_numerics.log_zero`."""
+    return _numerics.log_zero(dtype)
 
 
 # --------------------------------------------------------------------------------------------
@@ -272,8 +256,10 @@ def combine_bias_and_mask(
 ) -> jax.Array:
     """Folds boolean masks into an additive bias (for kernels that only take a bias).
 
-    ``out = bias`` where every mask is True, and jax's finite mask constant (-0.7 of the dtype's
-    range, the value `jax.nn.dot_product_attention` uses) elsewhere. ``None`` masks are
+    ``out = bias`` where every mask is True, and the finite ``log 0`` of the library elsewhere
+    (`rank_relax_jax._numerics.log_zero`: a quarter of the dtype's range, capped at float32's as
+    `jax.nn.dot_product_attention` caps its own mask constant, so the result stays finite when
+    ``jax.nn`` masks it again). ``None`` masks are
     skipped; the result has the broadcast shape of all arguments. Passing the masks separately
     (``mask=`` / ``is_causal=``) to `jax.nn.dot_product_attention` or `dma_attention`
     gives the same output; this helper is for attention code that has no boolean mask input.
@@ -293,7 +279,7 @@ def combine_bias_and_mask(
       >>> bias = jnp.array([[0.0, -1.0, 0.0]])
       >>> causal = jnp.tril(jnp.ones((3, 3), dtype=bool))
       >>> combine_bias_and_mask(bias, causal)[1]
-      Array([ 0.000000e+00, -1.000000e+00, -2.381976e+38], dtype=float32)
+      Array([ 0.000000e+00, -1.000000e+00, -8.507059e+37], dtype=float32)
     """
     fn = "combine_bias_and_mask"
     arrays = []
@@ -321,7 +307,7 @@ def combine_bias_and_mask(
     out = jnp.zeros(shape, dtype) if bias is None else jnp.broadcast_to(bias.astype(dtype), shape)
     for m in masks:
         if m is not None:
-            out = jnp.where(jnp.broadcast_to(jnp.asarray(m), shape), out, _mask_value(dtype))
+            out = jnp.where(jnp.broadcast_to(jnp.asarray(m), shape), out, _log_floor(dtype))
     return out
 
 

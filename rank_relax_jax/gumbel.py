@@ -14,8 +14,8 @@ top-k, exactly or through a softmax:
 * `gumbel_topk`: an exact sample of ``k`` items without replacement from the
   Plackett–Luce distribution, by the Gumbel-top-k trick (Kool et al. 2019).
 * `gumbel_attention_mask`: the G-Rerank document mask with either construction.
-* `perturbed_topk_mask`: the perturbed-optimizer top-k mask of Berthet et al. (2020), a
-  Monte-Carlo mean of exact top-k masks with the paper's Monte-Carlo Jacobian (``custom_jvp``).
+* `perturbed_topk_mask` (defined in `rank_relax_jax.topk` with the other top-k masks,
+  re-exported here): the perturbed-optimizer top-k mask of Berthet et al. (2020).
 
 Conventions (``DESIGN.md``): ``key`` first and required (typed or legacy, one key; a batch of
 keys is rejected with a hint to ``vmap``); ``temperature``, ``scale`` and ``sigma`` are traced
@@ -28,14 +28,14 @@ float32.
 
 from __future__ import annotations
 
-import functools
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 from jax.typing import ArrayLike
 
-from rank_relax_jax import _axis, _checks
+from rank_relax_jax import _axis, _checks, _numerics
+from rank_relax_jax.topk import perturbed_topk_mask
 
 __all__ = [
     "GumbelTopK",
@@ -49,35 +49,19 @@ __all__ = [
 ]
 
 ATTENTION_METHODS = ("max", "subset")
-NOISES = ("gumbel", "normal")
 
 
 # --------------------------------------------------------------------------------------------
 # Shared numerics
 # --------------------------------------------------------------------------------------------
 
-
-def large_negative(dtype: Any) -> jax.Array:
-    """The finite stand-in for ``log 0`` used by the log-space outputs.
-
-    ``-0.7 * finfo(dtype).max``, as ``jax.nn.dot_product_attention`` uses for masked logits:
-    adding a few ordinary logits to it cannot overflow to ``-inf``.
-    """
-    return jnp.asarray(-0.7 * jnp.finfo(dtype).max, dtype)
+#: The finite stand-in for ``log 0`` of the log-space outputs (`rank_relax_jax._numerics.log_zero`).
+large_negative = _numerics.log_zero
 
 
 def _support(frame: _axis.Frame) -> tuple[jax.Array, jax.Array]:
-    """Returns the scores with unselectable entries zeroed, and the selectable-entry mask.
-
-    An entry can be selected when it is not padding and its score is not ``-inf``. The scores are
-    replaced by 0 where they cannot be selected (first half of the double ``where``), so neither
-    the noise nor a ``-inf`` can reach a gradient.
-    """
-    x = frame.x
-    valid = x != -jnp.inf  # NaN stays "valid" so that it propagates to the outputs.
-    if frame.mask is not None:
-        valid = valid & frame.mask
-    return jnp.where(valid, x, jnp.zeros((), x.dtype)), valid
+    """The frame's scores with unselectable entries zeroed, and the selectable mask."""
+    return _numerics.selectable(frame.x, frame.mask)
 
 
 def _safe_max(z: jax.Array, valid: jax.Array) -> jax.Array:
@@ -85,21 +69,6 @@ def _safe_max(z: jax.Array, valid: jax.Array) -> jax.Array:
     m = jnp.max(jnp.where(valid, z, -jnp.inf), axis=-1, keepdims=True, initial=-jnp.inf)
     m = jnp.where(m == -jnp.inf, jnp.zeros((), z.dtype), m)
     return jax.lax.stop_gradient(m)
-
-
-def _log_softmax(z: jax.Array, valid: jax.Array) -> jax.Array:
-    """Masked log-softmax over the last axis; invalid entries get ``large_negative``.
-
-    Max-shifted with ``stop_gradient`` (the result does not depend on the shift); invalid entries
-    feed ``exp`` the shift itself, so no overflow or ``inf * 0`` can reach a gradient; an empty
-    row divides by 1 instead of 0.
-    """
-    m = _safe_max(z, valid)
-    shifted = jnp.where(valid, z, m) - m
-    total = jnp.sum(jnp.where(valid, jnp.exp(shifted), 0.0), axis=-1, keepdims=True)
-    total = jnp.where(total > 0, total, jnp.ones((), z.dtype))
-    out = shifted - jnp.log(total)
-    return jnp.where(valid, out, large_negative(z.dtype))
 
 
 def _log_softmax_and_log1m(z: jax.Array, valid: jax.Array) -> tuple[jax.Array, jax.Array]:
@@ -133,7 +102,7 @@ def _log_softmax_and_log1m(z: jax.Array, valid: jax.Array) -> tuple[jax.Array, j
     others = jnp.maximum(total - e, jnp.finfo(z.dtype).tiny)
     log1m_other = jnp.log(others) - log_total
     log1m = jnp.where(is_top, log1m_top, log1m_other)
-    return jnp.where(valid, logp, large_negative(z.dtype)), jnp.where(valid, log1m, zero)
+    return jnp.where(valid, logp, _numerics.log_zero(z.dtype)), jnp.where(valid, log1m, zero)
 
 
 def _gumbel(key: jax.Array, x: jax.Array) -> jax.Array:
@@ -145,31 +114,6 @@ def _onehot_argmax(z: jax.Array, valid: jax.Array) -> jax.Array:
     idx = jnp.argmax(jnp.where(valid, z, -jnp.inf), axis=-1)
     hot = jax.lax.broadcasted_iota(idx.dtype, z.shape, z.ndim - 1) == idx[..., None]
     return (hot & valid).astype(z.dtype)
-
-
-def _khot(indices: jax.Array, selected: jax.Array, n: int, dtype: Any) -> jax.Array:
-    """``[..., n]`` mask, 1 at ``indices[..., j]`` where ``selected[..., j]`` (distinct indices)."""
-    batch, k = indices.shape[:-1], indices.shape[-1]
-    idx = indices.reshape(-1, k)
-    rows = jnp.arange(idx.shape[0])[:, None]
-    out = jnp.zeros((idx.shape[0], n), dtype)
-    out = out.at[rows, idx].set(selected.reshape(-1, k).astype(dtype), unique_indices=True)
-    return out.reshape(*batch, n)
-
-
-def _topk_of(keys: jax.Array, valid: jax.Array, k: int) -> tuple[jax.Array, jax.Array]:
-    """Indices of the k largest valid keys and which of them are real selections.
-
-    Invalid entries and NaN keys rank below everything (``-inf``); with fewer than ``k`` such
-    entries the remaining slots are marked unselected.
-    """
-    ok = valid & ~jnp.isnan(keys)
-    _, idx = jax.lax.top_k(jnp.where(ok, keys, -jnp.inf), k)
-    return idx, jnp.take_along_axis(ok, idx, axis=-1)
-
-
-def _straight_through(hard: jax.Array, soft: jax.Array) -> jax.Array:
-    return soft + jax.lax.stop_gradient(hard - soft)
 
 
 def _prepare(fn: str, key: Any, x: Any, axis: int, where: Any, name: str):
@@ -240,13 +184,13 @@ def gumbel_softmax(
     """
     fn = "gumbel_softmax"
     key, frame = _prepare(fn, key, logits, axis, where, "logits")
-    t = frame.temperature(temperature)
-    kappa = frame.temperature(scale, "scale")
+    t = frame.positive_scalar(temperature)
+    kappa = frame.positive_scalar(scale, "scale")
     x, valid = _support(frame)
     z = jnp.where(valid, kappa * x + _gumbel(key, x), jnp.zeros((), x.dtype))
-    soft = jnp.where(valid, jnp.exp(_log_softmax(z / t, valid)), 0.0)
+    soft = _numerics.masked_softmax(z / t, valid)
     if hard:
-        soft = _straight_through(_onehot_argmax(jax.lax.stop_gradient(z), valid), soft)
+        soft = _numerics.straight_through(_onehot_argmax(jax.lax.stop_gradient(z), valid), soft)
     return frame.finish_elementwise(soft)
 
 
@@ -257,15 +201,15 @@ def gumbel_softmax(
 
 def _max_of_draws(key, frame, temperature, scale, num_samples):
     """``[..., n]`` log of the max-of-draws mask, its hard union, and the selectable mask."""
-    t = frame.temperature(temperature)
-    kappa = frame.temperature(scale, "scale")
+    t = frame.positive_scalar(temperature)
+    kappa = frame.positive_scalar(scale, "scale")
     x, valid = _support(frame)
     base = kappa * x
 
     def draw(k):
         z = jnp.where(valid, base + _gumbel(k, x), jnp.zeros((), x.dtype))
         hot = _onehot_argmax(jax.lax.stop_gradient(z), valid)
-        return _log_softmax(z / t, valid), hot
+        return _numerics.masked_log_softmax(z / t, valid), hot
 
     logp, hot = jax.vmap(draw)(jax.random.split(key, num_samples))
     # The max as a gather at the argmax: `jnp.max`'s derivative divides by the number of
@@ -340,7 +284,7 @@ def relaxed_topk_gumbel(
     log_m, union, valid = _max_of_draws(key, frame, temperature, scale, s)
     soft = jnp.where(valid, jnp.exp(log_m), 0.0)
     if hard:
-        soft = _straight_through(union, soft)
+        soft = _numerics.straight_through(union, soft)
     return frame.finish_elementwise(soft)
 
 
@@ -369,8 +313,9 @@ def relaxed_topk_gumbel_log(
     arguments, ``exp`` of the result equals `relaxed_topk_gumbel` (same draws).
 
     Entries that can never be selected (padding, ``-inf`` scores) get the finite
-    `large_negative` value ``-0.7 * finfo(dtype).max`` and zero gradient; a value
-    computed below that floor is clamped to it. Cost: O(S·n) per list.
+    `large_negative` value (`rank_relax_jax._numerics.log_zero`: a quarter of the dtype's range,
+    capped at float32's) and zero gradient; a value computed below that floor is clamped to
+    it. Cost: O(S·n) per list.
 
     Args:
       key: A single PRNG key (typed or legacy).
@@ -421,8 +366,8 @@ def relaxed_topk_gumbel_log(
 
 def _subset(key, frame, temperature, scale, k):
     """Relaxed k-subset, its exact Gumbel-top-k counterpart (same noise), and the valid mask."""
-    t = frame.temperature(temperature)
-    kappa = frame.temperature(scale, "scale")
+    t = frame.positive_scalar(temperature)
+    kappa = frame.positive_scalar(scale, "scale")
     x, valid = _support(frame)
     zero = jnp.zeros((), x.dtype)
     alpha0 = jnp.where(valid, kappa * x + _gumbel(key, x), zero)
@@ -436,8 +381,8 @@ def _subset(key, frame, temperature, scale, k):
     (_, soft), _ = jax.lax.scan(step, (alpha0, jnp.zeros_like(alpha0)), None, length=k)
     few = jnp.sum(valid, axis=-1, keepdims=True) <= k
     soft = jnp.where(few, valid.astype(x.dtype), soft)
-    idx, sel = _topk_of(jax.lax.stop_gradient(alpha0), valid, k)
-    hard = _khot(idx, sel, frame.n, x.dtype)
+    idx, sel = _numerics.topk_indices(jax.lax.stop_gradient(alpha0), valid, k)
+    hard = _numerics.khot(idx, frame.n, x.dtype, sel)
     return soft, hard
 
 
@@ -507,7 +452,7 @@ def relaxed_subset_sample(
     k = _checks.check_k(fn, k, frame.n)
     soft, exact = _subset(key, frame, temperature, scale, k)
     if hard:
-        soft = _straight_through(exact, soft)
+        soft = _numerics.straight_through(exact, soft)
     return frame.finish_elementwise(soft)
 
 
@@ -581,12 +526,12 @@ def gumbel_topk(
     fn = "gumbel_topk"
     key, frame = _prepare(fn, key, scores, axis, where, "scores")
     k = _checks.check_k(fn, k, frame.n)
-    kappa = frame.temperature(scale, "scale")
+    kappa = frame.positive_scalar(scale, "scale")
     x, valid = _support(frame)
     keys = jax.lax.stop_gradient(kappa * x + _gumbel(key, x))
-    idx, sel = _topk_of(keys, valid, k)
-    mask = _khot(idx, sel, frame.n, x.dtype)
-    # A NaN score, or a traced non-positive scale (NaN from frame.temperature), gives NaN.
+    idx, sel = _numerics.topk_indices(keys, valid, k)
+    mask = _numerics.khot(idx, frame.n, x.dtype, sel)
+    # A NaN score, or a traced non-positive scale (NaN from frame.positive_scalar), gives NaN.
     mask = jnp.where(jnp.isnan(frame.x) | jnp.isnan(kappa), jnp.nan, mask)
     indices = jnp.moveaxis(jnp.where(sel, idx, -1), -1, frame.axis)
     return GumbelTopK(indices, frame.finish_elementwise(mask))
@@ -665,127 +610,5 @@ def gumbel_attention_mask(
         soft, exact = _subset(key, frame, temperature, scale, k)
         soft = jnp.minimum(soft, 1.0)
     if hard:
-        soft = _straight_through(exact, soft)
+        soft = _numerics.straight_through(exact, soft)
     return frame.finish_elementwise(soft)
-
-
-# --------------------------------------------------------------------------------------------
-# Perturbed optimizer (Berthet et al. 2020)
-# --------------------------------------------------------------------------------------------
-
-
-def _noise_grad(noise: str, z: jax.Array) -> jax.Array:
-    """``∇ν(z)`` for the noise density ``∝ exp(-ν(z))``."""
-    if noise == "gumbel":
-        return -jnp.expm1(-z)  # ν(z) = z + exp(-z)
-    return z  # ν(z) = z²/2
-
-
-def _perturbed_masks(k, x, z, valid, sigma):
-    """``[S, ..., n]`` exact top-k masks of ``x + sigma * z`` for the ``S`` noise draws ``z``."""
-    keys = x[None] + sigma * z
-    idx, sel = _topk_of(keys, jnp.broadcast_to(valid, keys.shape), k)
-    return _khot(idx, sel, x.shape[-1], x.dtype)
-
-
-@functools.partial(jax.custom_jvp, nondiff_argnums=(0, 1))
-def _perturbed_mean(k, noise, x, z, valid, sigma):
-    del noise
-    return jnp.mean(_perturbed_masks(k, x, z, valid, sigma), axis=0)
-
-
-@_perturbed_mean.defjvp
-def _perturbed_mean_jvp(k, noise, primals, tangents):
-    x, z, valid, sigma = primals
-    dx, _, _, dsigma = tangents
-    y = _perturbed_masks(k, x, z, valid, sigma)  # [S, ..., n]
-    zero = jnp.zeros((), x.dtype)
-    g = jnp.where(valid[None], _noise_grad(noise, z), zero)
-    # Score-function estimator: d E[y(x + σZ)] = E[y ⟨∇ν(Z), dx⟩] / σ
-    #                                          + dσ E[y (⟨∇ν(Z), Z⟩ - n_valid)] / σ.
-    n_valid = jnp.sum(valid, axis=-1).astype(x.dtype)
-    weight = jnp.sum(g * dx[None], axis=-1)
-    spread = jnp.sum(g * jnp.where(valid[None], z, zero), axis=-1) - n_valid[None]
-    weight = weight + dsigma * spread
-    out = jnp.mean(y, axis=0)
-    return out, jnp.mean(y * weight[..., None], axis=0) / sigma
-
-
-def perturbed_topk_mask(
-    key: ArrayLike,
-    x: ArrayLike,
-    k: int,
-    *,
-    sigma: ArrayLike = 0.1,
-    num_samples: int = 1000,
-    noise: str = "gumbel",
-    axis: int = -1,
-    where: ArrayLike | None = None,
-) -> jax.Array:
-    r"""Perturbed top-k mask: the expected exact top-k mask of noisy inputs (Berthet et al.).
-
-    $$
-    y_\sigma(x) = \mathbb{E}_Z\big[y^\star(x + \sigma Z)\big] \approx \frac{1}{S}
-    \sum_{s=1}^{S} y^\star(x + \sigma Z^{(s)}),
-    $$
-
-    with $y^\star$ the exact k-hot top-k mask and $Z$ i.i.d. standard Gumbel or
-    normal noise of density $\propto \exp(-\nu(z))$. Its Jacobian is the paper's
-    Monte-Carlo estimator (a ``custom_jvp``, so ``grad``, ``jacfwd`` and ``jacrev`` all use it):
-
-    $$
-    J_x y_\sigma \approx \frac{1}{S\,\sigma} \sum_s y^\star(x + \sigma Z^{(s)})\,
-    \nabla\nu(Z^{(s)})^\top,
-    $$
-
-    with $\nabla\nu(z) = 1 - e^{-z}$ for Gumbel noise and $z$ for normal noise
-    (the $1/\sigma$ factor included). The derivative in ``sigma`` uses the matching
-    estimator $\frac{1}{S\sigma}\sum_s y^\star (\langle\nabla\nu(Z), Z\rangle - n)$.
-    With ``k = 1`` and Gumbel noise the expectation is exactly
-    $\operatorname{softmax}(x/\sigma)$ and the Jacobian
-    $(\operatorname{diag}(p) - pp^\top)/\sigma$. As $\sigma \to 0$ the mask tends
-    to `rank_relax_jax.topk_mask` (ties aside); it sums to exactly ``k`` (to the
-    number of selectable entries when there are fewer). Padding and ``-inf`` entries are never
-    selected and get zero gradient. The Jacobian estimate is unbiased but noisy: its standard
-    error is about $1/(\sigma\sqrt{S})$ per entry. Cost: O(S·n) noise and S
-    ``lax.top_k`` per list; memory O(S·n).
-
-    Args:
-      key: A single PRNG key (typed or legacy).
-      x: Floating array of scores.
-      k: Static number of entries to select, ``1 <= k <= n``.
-      sigma: Positive noise amplitude $\sigma$ (may be traced; a traced value <= 0 gives NaN).
-      num_samples: Static number of Monte-Carlo samples $S$, drawn with ``jax.vmap`` over
-        split keys; forward and Jacobian use the same samples.
-      noise: ``"gumbel"`` or ``"normal"``.
-      axis: Axis to select along.
-      where: Optional boolean mask; ``False`` marks padding.
-
-    Returns:
-      Array in ``[0, 1]`` (multiples of ``1/S``) with the shape and dtype of ``x``.
-
-    Example:
-      >>> import jax, jax.numpy as jnp
-      >>> from rank_relax_jax.gumbel import perturbed_topk_mask
-      >>> x = jnp.array([1.0, 0.0, 0.5])
-      >>> y = perturbed_topk_mask(jax.random.key(0), x, 1, sigma=1.0, num_samples=20000)
-      >>> bool(jnp.allclose(y, jax.nn.softmax(x), atol=0.02)), round(float(y.sum()), 4)
-      (True, 1.0)
-
-    References:
-      Berthet, Blondel, Teboul, Cuturi, Vert & Bach, "Learning with Differentiable Perturbed
-      Optimizers", NeurIPS 2020.
-    """
-    fn = "perturbed_topk_mask"
-    _checks.check_choice(fn, "noise", noise, NOISES)
-    key, frame = _prepare(fn, key, x, axis, where, "x")
-    k = _checks.check_k(fn, k, frame.n)
-    num_samples = _checks.check_positive_int(fn, "num_samples", num_samples)
-    s = frame.temperature(sigma, "sigma")
-    xs, valid = _support(frame)
-    sample = _gumbel if noise == "gumbel" else lambda kk, v: jax.random.normal(kk, v.shape, v.dtype)
-    z = jax.vmap(lambda kk: sample(kk, xs))(jax.random.split(key, num_samples))
-    out = _perturbed_mean(k, noise, xs, z, valid, s)
-    # A NaN score, or a traced non-positive sigma (NaN from frame.temperature), gives NaN.
-    out = jnp.where(jnp.isnan(frame.x) | jnp.isnan(s), jnp.nan, out)
-    return frame.finish_elementwise(out)

@@ -36,53 +36,10 @@ import jax
 import jax.numpy as jnp
 from jax.typing import ArrayLike
 
-from rank_relax_jax import _axis, _checks, _sort
+from rank_relax_jax import _checks, _lists, _numerics, _sort
 from rank_relax_jax.ranking import rank
 
-GAINS = ("exp2", "linear")
-
-
-def _prepare_pair(
-    fn: str,
-    scores: Any,
-    labels: Any,
-    *,
-    axis: int,
-    where: Any,
-    names: tuple[str, str] = ("scores", "labels"),
-) -> tuple[_axis.Frame, jax.Array]:
-    """Prepares ``scores`` with the shared plumbing and brings ``labels`` into the same frame.
-
-    Labels may have any real dtype (integer relevance grades are common); they are cast to the
-    scores' compute dtype. Returns the scores' frame and the ``[..., n]`` labels with padding 0.
-    """
-    frame = _axis.prepare(fn, scores, axis=axis, where=where, name=names[0])
-    labels = jnp.asarray(labels)
-    if jnp.shape(labels) != jnp.shape(scores):
-        raise ValueError(
-            f"{fn}: argument `{names[1]}` must have the shape of `{names[0]}` "
-            f"{tuple(jnp.shape(scores))}; got shape {labels.shape}."
-        )
-    if not (
-        jnp.issubdtype(labels.dtype, jnp.floating)
-        or jnp.issubdtype(labels.dtype, jnp.integer)
-        or labels.dtype == jnp.bool_
-    ):
-        raise TypeError(
-            f"{fn}: argument `{names[1]}` must have a real (floating, integer or bool) dtype; "
-            f"got dtype {labels.dtype}."
-        )
-    y = jnp.moveaxis(labels, frame.axis, -1).astype(frame.x.dtype)
-    if frame.mask is not None:
-        y = jnp.where(frame.mask, y, jnp.zeros((), y.dtype))
-    return frame, y
-
-
-def _check_k(fn: str, k: Any, n: int) -> int:
-    """``k=None`` means the whole list; a ``k`` above the list length is clipped to it."""
-    if k is None:
-        return n
-    return min(_checks.check_positive_int(fn, "k", k), n)
+GAINS = _lists.GAINS
 
 
 def _tie_bounds(s: jax.Array, mask: jax.Array | None) -> tuple[jax.Array, jax.Array]:
@@ -102,55 +59,6 @@ def _spread(cum: jax.Array, first: jax.Array, last: jax.Array) -> jax.Array:
     hi = jnp.maximum(last.astype(jnp.int32), 0)
     width = jnp.maximum(hi - lo, 1).astype(cum.dtype)
     return (cum[hi] - cum[lo]) / width
-
-
-def _safe_div(num: jax.Array, den: jax.Array) -> jax.Array:
-    """``num / den`` where ``den > 0``, else 0 (finite in value and gradient)."""
-    ok = den > 0
-    safe = jnp.where(ok, den, jnp.ones((), den.dtype))
-    return jnp.where(ok, num / safe, jnp.zeros((), num.dtype))
-
-
-def _negative_labels(fn: str, y: jax.Array) -> jax.Array:
-    """``[...]`` True for the lists that hold a negative (valid) relevance label.
-
-    NDCG needs non-negative gains: with a negative label the ideal DCG can be 0 or negative and
-    the result means nothing (it used to come out as a silent 0). Concrete labels raise here;
-    traced ones cannot be checked, and the caller turns those lists into NaN. ``y`` has
-    padding already set to 0.
-    """
-    negative = jnp.any(y < 0, axis=-1)
-    if not _checks.is_traced(y) and bool(jnp.any(negative)):
-        raise ValueError(
-            f"{fn}: argument `labels` must hold non-negative relevance grades (0 = not "
-            f"relevant); got a negative label, {float(jnp.min(y))}. To leave items out of a "
-            f"list, mark them with `where=False` instead of a negative label."
-        )
-    return negative
-
-
-def _gain(fn: str, y: jax.Array, gain: str) -> jax.Array:
-    _checks.check_choice(fn, "gain", gain, GAINS)
-    return jnp.expm1(y * jnp.log(jnp.asarray(2.0, y.dtype))) if gain == "exp2" else y
-
-
-def _positions(shape: tuple[int, ...], dtype: Any) -> jax.Array:
-    """Positions 1..n along the last axis, broadcast to ``shape`` (no implicit rank promotion)."""
-    return jnp.broadcast_to(jnp.arange(1, shape[-1] + 1, dtype=dtype), shape)
-
-
-def _discounts(shape: tuple[int, ...], k: int, dtype: Any) -> jax.Array:
-    """DCG discounts 1/log2(1 + p) for positions p = 1..n, zero past ``k``, of ``shape``."""
-    p = _positions(shape, dtype)
-    return jnp.where(p <= k, 1.0 / jnp.log2(p + 1.0), jnp.zeros((), dtype))
-
-
-def _ideal_dcg(gains: jax.Array, mask: jax.Array | None, k: int) -> jax.Array:
-    """Exact DCG@k of the best ordering of ``gains`` (padding has gain 0 and sorts last)."""
-    g = jnp.where(mask, gains, -jnp.inf) if mask is not None else gains
-    best = jnp.take_along_axis(g, _sort.argsort(g, descending=True), axis=-1)
-    best = jnp.where(jnp.isneginf(best), jnp.zeros((), best.dtype), best)
-    return jnp.sum(best * _discounts(best.shape, k, best.dtype), axis=-1)
 
 
 def ndcg(
@@ -202,26 +110,26 @@ def ndcg(
       Array([1.   , 0.587], dtype=float32)
     """
     fn = "ndcg"
-    frame, y = _prepare_pair(fn, scores, labels, axis=axis, where=where)
-    k = _check_k(fn, k, frame.n)
+    frame, y = _lists.prepare_pair(fn, scores, labels, axis=axis, where=where)
+    k = _lists.clip_cutoff(fn, k, frame.n)
     s = jax.lax.stop_gradient(frame.x)
     y = jax.lax.stop_gradient(y)
-    negative = _negative_labels(fn, y)
-    g = _gain(fn, y, gain)
+    negative = _lists.negative_labels(fn, y)
+    g = _lists.gain(fn, y, gain)
     if frame.mask is not None:
         g = jnp.where(frame.mask, g, jnp.zeros((), g.dtype))
     first, last = _tie_bounds(s, frame.mask)
-    disc = _discounts((frame.n,), k, s.dtype)
+    disc = _lists.discounts((frame.n,), k, s.dtype)
     cum = jnp.concatenate([jnp.zeros((1,), s.dtype), jnp.cumsum(disc)])
     dcg = jnp.sum(g * _spread(cum, first, last), axis=-1)
-    out = _safe_div(dcg, _ideal_dcg(g, frame.mask, k))
+    out = _numerics.safe_div(dcg, _lists.ideal_dcg(g, frame.mask, k))
     out = jnp.where(jnp.any(jnp.isnan(s), axis=-1) | negative, jnp.nan, out)
     return frame.finish_reduced(out)
 
 
 def _hits_at_k(fn: str, scores: Any, labels: Any, k: Any, axis: int, where: Any):
     """Expected number of relevant items in the top ``k`` under random tie-breaks."""
-    frame, y = _prepare_pair(fn, scores, labels, axis=axis, where=where)
+    frame, y = _lists.prepare_pair(fn, scores, labels, axis=axis, where=where)
     k = _checks.check_positive_int(fn, "k", k)
     s = jax.lax.stop_gradient(frame.x)
     relevant = (jax.lax.stop_gradient(y) > 0) & frame.valid()
@@ -264,7 +172,7 @@ def recall_at_k(
       Array(0.33333334, dtype=float32)
     """
     frame, _, hits, relevant, nan = _hits_at_k("recall_at_k", scores, labels, k, axis, where)
-    out = _safe_div(hits, jnp.sum(relevant, axis=-1).astype(hits.dtype))
+    out = _numerics.safe_div(hits, jnp.sum(relevant, axis=-1).astype(hits.dtype))
     return frame.finish_reduced(jnp.where(nan, jnp.nan, out))
 
 
@@ -301,7 +209,7 @@ def precision_at_k(
     """
     frame, k, hits, _, nan = _hits_at_k("precision_at_k", scores, labels, k, axis, where)
     den = jnp.minimum(frame.count(hits.dtype), jnp.asarray(k, hits.dtype))
-    out = _safe_div(hits, den)
+    out = _numerics.safe_div(hits, den)
     return frame.finish_reduced(jnp.where(nan, jnp.nan, out))
 
 
@@ -341,8 +249,8 @@ def mrr(
       Array(0.75, dtype=float32)
     """
     fn = "mrr"
-    frame, y = _prepare_pair(fn, scores, labels, axis=axis, where=where)
-    k = _check_k(fn, k, frame.n)
+    frame, y = _lists.prepare_pair(fn, scores, labels, axis=axis, where=where)
+    k = _lists.clip_cutoff(fn, k, frame.n)
     s = jax.lax.stop_gradient(frame.x)
     dt = s.dtype
     relevant = (jax.lax.stop_gradient(y) > 0) & frame.valid()
@@ -356,7 +264,7 @@ def mrr(
     g = jnp.where(any_rel, g, 1)
     f = jnp.where(any_rel, f, 1)
     r = jnp.maximum(r, 1)
-    j = _positions(s.shape, dt)
+    j = _lists.one_based_positions(s.shape, dt)
     possible = j <= g - r + 1
     # log C(g - j, r - 1) - log C(g, r), evaluated on safe arguments where j is impossible.
     a = jnp.where(possible, g - j, r - 1)
@@ -404,7 +312,7 @@ def average_precision(
       Array(0.8333, dtype=float32)
     """
     fn = "average_precision"
-    frame, y = _prepare_pair(fn, scores, labels, axis=axis, where=where)
+    frame, y = _lists.prepare_pair(fn, scores, labels, axis=axis, where=where)
     s = jax.lax.stop_gradient(frame.x)
     relevant = (jax.lax.stop_gradient(y) > 0) & frame.valid()
     _, last = _tie_bounds(s, frame.mask)
@@ -413,24 +321,11 @@ def average_precision(
     cum = jnp.concatenate([jnp.zeros((*s.shape[:-1], 1), s.dtype), jnp.cumsum(rel_sorted, -1)], -1)
     hi = jnp.maximum(last.astype(jnp.int32), 0)
     hits = jnp.take_along_axis(cum, hi, axis=-1)
-    prec = _safe_div(hits, last)
+    prec = _numerics.safe_div(hits, last)
     total = jnp.sum(jnp.where(relevant, prec, 0), axis=-1)
-    out = _safe_div(total, jnp.sum(relevant, axis=-1).astype(s.dtype))
+    out = _numerics.safe_div(total, jnp.sum(relevant, axis=-1).astype(s.dtype))
     out = jnp.where(jnp.any(jnp.isnan(s), axis=-1), jnp.nan, out)
     return frame.finish_reduced(out)
-
-
-def _pearson(a: jax.Array, b: jax.Array, mask: jax.Array | None) -> jax.Array:
-    """Pearson correlation over the last axis among valid entries; 0 where undefined."""
-    valid = jnp.ones(a.shape, bool) if mask is None else mask
-    m = jnp.sum(valid, axis=-1, keepdims=True).astype(a.dtype)
-    m_safe = jnp.maximum(m, 1)
-    da = jnp.where(valid, a - jnp.sum(jnp.where(valid, a, 0), -1, keepdims=True) / m_safe, 0)
-    db = jnp.where(valid, b - jnp.sum(jnp.where(valid, b, 0), -1, keepdims=True) / m_safe, 0)
-    cov = jnp.sum(da * db, axis=-1)
-    va = jnp.sum(da * da, axis=-1)
-    vb = jnp.sum(db * db, axis=-1)
-    return jnp.clip(_safe_div(cov, jnp.sqrt(va * vb)), -1, 1)
 
 
 def spearman(
@@ -463,11 +358,12 @@ def spearman(
       Array(0.8, dtype=float32)
     """
     fn = "spearman"
-    frame, y = _prepare_pair(fn, scores, labels, axis=axis, where=where)
+    frame, y = _lists.prepare_pair(fn, scores, labels, axis=axis, where=where)
     s = jax.lax.stop_gradient(frame.x)
     ra = rank(s, where=frame.mask)
     rb = rank(jax.lax.stop_gradient(y), where=frame.mask)
-    return frame.finish_reduced(_pearson(ra, rb, frame.mask))
+    cov, va, vb = _lists.pearson_moments(ra, rb, frame.mask)
+    return frame.finish_reduced(jnp.clip(_numerics.safe_div(cov, jnp.sqrt(va * vb)), -1, 1))
 
 
 def kendall_tau(
@@ -505,7 +401,7 @@ def kendall_tau(
       Array(0.667, dtype=float32)
     """
     fn = "kendall_tau"
-    frame, y = _prepare_pair(fn, scores, labels, axis=axis, where=where)
+    frame, y = _lists.prepare_pair(fn, scores, labels, axis=axis, where=where)
     s = jax.lax.stop_gradient(frame.x)
     y = jax.lax.stop_gradient(y)
     valid = frame.valid()
@@ -514,4 +410,4 @@ def kendall_tau(
     sy = jnp.where(pair, jnp.sign(y[..., :, None] - y[..., None, :]), 0)
     num = jnp.sum(ss * sy, axis=(-2, -1))
     den = jnp.sqrt(jnp.sum(jnp.abs(ss), axis=(-2, -1)) * jnp.sum(jnp.abs(sy), axis=(-2, -1)))
-    return frame.finish_reduced(jnp.clip(_safe_div(num, den), -1, 1))
+    return frame.finish_reduced(jnp.clip(_numerics.safe_div(num, den), -1, 1))

@@ -20,6 +20,9 @@ RANK_METHODS = methods.methods("rank")
 SORT_METHODS = methods.methods("sort")
 PERMUTATION_METHODS = methods.methods("permutation")
 TIES = ("average", "min", "max", "dense", "ordinal")
+# `regularization` is a keyword of the public signature: left at its default, it is no error for
+# a method that does not take it.
+_ISOTONIC_DEFAULTS = {"regularization": "l2"}
 
 
 def soft_rank(
@@ -95,12 +98,11 @@ def soft_rank(
       >>> soft_rank(x, method="sigmoid", temperature=1e-3).round(2)
       Array([2., 1., 4., 3.], dtype=float32)
     """
-    fn = "soft_rank"
-    entry = methods.lookup(fn, "rank", method)
-    given = {"regularization": regularization, **options}
-    opts = methods.resolve_options(fn, entry, given, defaults={"regularization": "l2"})
-    frame = _axis.prepare(fn, x, axis=axis, where=where)
-    t = frame.temperature(temperature)
+    entry, opts, frame = methods.dispatch(
+        "soft_rank", "rank", method, x, axis=axis, where=where,
+        options={"regularization": regularization, **options}, defaults=_ISOTONIC_DEFAULTS,
+    )  # fmt: skip
+    t = frame.positive_scalar(temperature)
     out = entry.kernel(frame.x, frame.mask, t, descending=bool(descending), **opts)
     return frame.finish_elementwise(out)
 
@@ -118,13 +120,20 @@ def soft_sort(
 ) -> jax.Array:
     r"""Differentiable sort of ``x`` along ``axis`` (ascending unless ``descending=True``).
 
-    Methods: ``isotonic`` (Blondel et al. 2020, O(n log n)), ``neuralsort`` (Grover et al.
-    2019, O(n²)) and ``softsort`` (Prillo & Eisenschlos 2020, O(n²)). Each tends to
-    ``jnp.sort(x)`` as ``temperature`` → 0.
+    | method | relaxation | cost |
+    |---|---|---|
+    | `isotonic` | projection onto the permutahedron (Blondel et al. 2020) | O(n log n) |
+    | `neuralsort` | relaxed permutation times $x$ (Grover et al. 2019) | O(n²) |
+    | `softsort` | relaxed permutation times $x$ (Prillo & Eisenschlos 2020) | O(n²) |
+    | `smoothi` | smooth rank indicators times $x$ (Thonet et al. 2021) | O(n²) |
+
+    Each tends to ``jnp.sort(x)`` as ``temperature`` → 0. The sorts of ``isotonic``,
+    ``neuralsort`` and ``softsort`` are monotone; SmoothI's need not be (its later rows compete
+    with the recursive factors of the earlier ones).
 
     Args:
       x: Floating array.
-      method: One of ``"isotonic"``, ``"neuralsort"``, ``"softsort"``.
+      method: One of the methods above.
       temperature: Positive smoothness; may be traced (a traced value <= 0 gives NaN).
       axis: Axis to sort along.
       descending: If True, sort from largest to smallest.
@@ -143,12 +152,11 @@ def soft_sort(
       >>> soft_sort(jnp.array([0.3, -1.2, 2.5]), method="neuralsort", temperature=1e-3)
       Array([-1.2,  0.3,  2.5], dtype=float32)
     """
-    fn = "soft_sort"
-    entry = methods.lookup(fn, "sort", method)
-    given = {"regularization": regularization, **options}
-    opts = methods.resolve_options(fn, entry, given, defaults={"regularization": "l2"})
-    frame = _axis.prepare(fn, x, axis=axis, where=where)
-    t = frame.temperature(temperature)
+    entry, opts, frame = methods.dispatch(
+        "soft_sort", "sort", method, x, axis=axis, where=where,
+        options={"regularization": regularization, **options}, defaults=_ISOTONIC_DEFAULTS,
+    )  # fmt: skip
+    t = frame.positive_scalar(temperature)
     out = entry.kernel(frame.x, frame.mask, t, descending=bool(descending), **opts)
     return frame.finish_sorted(out)
 
@@ -169,10 +177,15 @@ def soft_permutation(
     $\hat P x$ is a soft sort of $x$. Each row sums to 1 (row-stochastic); as
     ``temperature`` → 0, $\hat P$ tends to the hard permutation matrix.
 
+    | method | relaxation | cost |
+    |---|---|---|
+    | `neuralsort` | unimodal row-stochastic relaxation (Grover et al. 2019) | O(n²) |
+    | `softsort` | softmax of $-\lvert \mathrm{sort}(x)_r - x_j \rvert/\tau$ (Prillo 2020) | O(n²) |
+    | `smoothi` | the matrix of smooth rank indicators (Thonet et al. 2021) | O(n²) |
+
     Args:
       x: Floating array.
-      method: ``"neuralsort"`` (Grover et al. 2019) or ``"softsort"`` (Prillo & Eisenschlos
-        2020). Both cost O(n²) time and memory.
+      method: One of the methods above (each O(n²) time and memory).
       temperature: Positive smoothness; may be traced (a traced value <= 0 gives NaN).
       axis: Axis to sort along.
       descending: If True, slot 1 holds the largest entry.
@@ -192,11 +205,10 @@ def soft_permutation(
              [1., 0., 0.],
              [0., 0., 1.]], dtype=float32)
     """
-    fn = "soft_permutation"
-    entry = methods.lookup(fn, "permutation", method)
-    opts = methods.resolve_options(fn, entry, options)
-    frame = _axis.prepare(fn, x, axis=axis, where=where)
-    t = frame.temperature(temperature)
+    entry, opts, frame = methods.dispatch(
+        "soft_permutation", "permutation", method, x, axis=axis, where=where, options=options
+    )
+    t = frame.positive_scalar(temperature)
     out = entry.kernel(frame.x, frame.mask, t, descending=bool(descending), **opts)
     return frame.finish_matrix(out)
 

@@ -3,32 +3,34 @@
 ``topk_mask`` is the exact k-hot mask of the k largest entries. ``soft_topk_mask`` relaxes it:
 ``isotonic`` projects onto the capped simplex {m ∈ [0, 1]ⁿ : Σm = k} with the permutahedron
 machinery of Blondel et al. (2020) (L2: sparse, Sander et al. 2023), ``sigmoid`` thresholds at the
-midpoint between the k-th and (k+1)-th largest values. The sampling-based
-``perturbed_topk_mask`` (Berthet et al. 2020) lives in `rank_relax_jax.gumbel`.
+midpoint between the k-th and (k+1)-th largest values. ``perturbed_topk_mask`` is the
+expected exact mask under random noise, with the Monte-Carlo Jacobian of Berthet et al. (2020);
+it takes a ``key`` (and is re-exported by `rank_relax_jax.gumbel`).
 """
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 from jax.typing import ArrayLike
 
-from rank_relax_jax import _axis, _checks, _sort, methods
+from rank_relax_jax import _axis, _checks, _numerics, _sort, methods
 
 TOPK_METHODS = methods.methods("topk")
+NOISES = ("gumbel", "normal")
 
 
 def _hard_topk(x: jax.Array, mask: jax.Array | None, k: int) -> jax.Array:
-    """k-hot over the last axis; ties go to the lower index; padding and NaN are never picked."""
+    """k-hot over the last axis; ties go to the lower index; padding and NaN are never picked.
+
+    With fewer than k valid entries the padding sorted into the first k slots is marked too;
+    the public wrapper's re-masking sets it back to 0.
+    """
     perm = _sort.argsort(x, mask, descending=True)
-    slots = jnp.broadcast_to(jnp.arange(x.shape[-1]) < k, x.shape).astype(x.dtype)
-    return _axis.unsort(perm, slots)
-
-
-def _straight_through(hard: jax.Array, soft: jax.Array) -> jax.Array:
-    return soft + jax.lax.stop_gradient(hard - soft)
+    return _numerics.khot(perm[..., :k], x.shape[-1], x.dtype)
 
 
 def topk_mask(x: ArrayLike, k: int, *, axis: int = -1, where: ArrayLike | None = None) -> jax.Array:
@@ -136,13 +138,139 @@ def soft_topk_mask(
       Array([0., 1., 1., 0.], dtype=float32)
     """
     fn = "soft_topk_mask"
-    entry = methods.lookup(fn, "topk", method)
-    given = {"regularization": regularization, **options}
-    opts = methods.resolve_options(fn, entry, given, defaults={"regularization": "l2"})
-    frame = _axis.prepare(fn, x, axis=axis, where=where)
+    entry, opts, frame = methods.dispatch(
+        fn, "topk", method, x, axis=axis, where=where,
+        options={"regularization": regularization, **options},
+        defaults={"regularization": "l2"},
+    )  # fmt: skip
     k = _checks.check_k(fn, k, frame.n)
-    t = frame.temperature(temperature)
+    t = frame.positive_scalar(temperature)
     soft = entry.kernel(frame.x, frame.mask, k, t, **opts)
     if hard:
-        soft = _straight_through(_hard_topk(jax.lax.stop_gradient(frame.x), frame.mask, k), soft)
+        soft = _numerics.straight_through(
+            _hard_topk(jax.lax.stop_gradient(frame.x), frame.mask, k), soft
+        )
     return frame.finish_elementwise(soft)
+
+
+# --------------------------------------------------------------------------------------------
+# Perturbed optimizer (Berthet et al. 2020)
+# --------------------------------------------------------------------------------------------
+
+
+def _noise_grad(noise: str, z: jax.Array) -> jax.Array:
+    """``∇ν(z)`` for the noise density ``∝ exp(-ν(z))``."""
+    if noise == "gumbel":
+        return -jnp.expm1(-z)  # ν(z) = z + exp(-z)
+    return z  # ν(z) = z²/2
+
+
+def _perturbed_masks(k, x, z, valid, sigma):
+    """``[S, ..., n]`` exact top-k masks of ``x + sigma * z`` for the ``S`` noise draws ``z``."""
+    keys = x[None] + sigma * z
+    idx, sel = _numerics.topk_indices(keys, jnp.broadcast_to(valid, keys.shape), k)
+    return _numerics.khot(idx, x.shape[-1], x.dtype, sel)
+
+
+@functools.partial(jax.custom_jvp, nondiff_argnums=(0, 1))
+def _perturbed_mean(k, noise, x, z, valid, sigma):
+    del noise
+    return jnp.mean(_perturbed_masks(k, x, z, valid, sigma), axis=0)
+
+
+@_perturbed_mean.defjvp
+def _perturbed_mean_jvp(k, noise, primals, tangents):
+    x, z, valid, sigma = primals
+    dx, _, _, dsigma = tangents
+    y = _perturbed_masks(k, x, z, valid, sigma)  # [S, ..., n]
+    zero = jnp.zeros((), x.dtype)
+    g = jnp.where(valid[None], _noise_grad(noise, z), zero)
+    # Score-function estimator: d E[y(x + σZ)] = E[y ⟨∇ν(Z), dx⟩] / σ
+    #                                          + dσ E[y (⟨∇ν(Z), Z⟩ - n_valid)] / σ.
+    n_valid = jnp.sum(valid, axis=-1).astype(x.dtype)
+    weight = jnp.sum(g * dx[None], axis=-1)
+    spread = jnp.sum(g * jnp.where(valid[None], z, zero), axis=-1) - n_valid[None]
+    weight = weight + dsigma * spread
+    out = jnp.mean(y, axis=0)
+    return out, jnp.mean(y * weight[..., None], axis=0) / sigma
+
+
+def perturbed_topk_mask(
+    key: ArrayLike,
+    x: ArrayLike,
+    k: int,
+    *,
+    sigma: ArrayLike = 0.1,
+    num_samples: int = 1000,
+    noise: str = "gumbel",
+    axis: int = -1,
+    where: ArrayLike | None = None,
+) -> jax.Array:
+    r"""Perturbed top-k mask: the expected exact top-k mask of noisy inputs (Berthet et al.).
+
+    $$
+    y_\sigma(x) = \mathbb{E}_Z\big[y^\star(x + \sigma Z)\big] \approx \frac{1}{S}
+    \sum_{s=1}^{S} y^\star(x + \sigma Z^{(s)}),
+    $$
+
+    with $y^\star$ the exact k-hot top-k mask and $Z$ i.i.d. standard Gumbel or
+    normal noise of density $\propto \exp(-\nu(z))$. Its Jacobian is the paper's
+    Monte-Carlo estimator (a ``custom_jvp``, so ``grad``, ``jacfwd`` and ``jacrev`` all use it):
+
+    $$
+    J_x y_\sigma \approx \frac{1}{S\,\sigma} \sum_s y^\star(x + \sigma Z^{(s)})\,
+    \nabla\nu(Z^{(s)})^\top,
+    $$
+
+    with $\nabla\nu(z) = 1 - e^{-z}$ for Gumbel noise and $z$ for normal noise
+    (the $1/\sigma$ factor included). The derivative in ``sigma`` uses the matching
+    estimator $\frac{1}{S\sigma}\sum_s y^\star (\langle\nabla\nu(Z), Z\rangle - n)$.
+    With ``k = 1`` and Gumbel noise the expectation is exactly
+    $\operatorname{softmax}(x/\sigma)$ and the Jacobian
+    $(\operatorname{diag}(p) - pp^\top)/\sigma$. As $\sigma \to 0$ the mask tends
+    to `rank_relax_jax.topk_mask` (ties aside); it sums to exactly ``k`` (to the
+    number of selectable entries when there are fewer). Padding and ``-inf`` entries are never
+    selected and get zero gradient. The Jacobian estimate is unbiased but noisy: its standard
+    error is about $1/(\sigma\sqrt{S})$ per entry. Cost: O(S·n) noise and S
+    ``lax.top_k`` per list; memory O(S·n).
+
+    Args:
+      key: A single PRNG key (typed or legacy).
+      x: Floating array of scores.
+      k: Static number of entries to select, ``1 <= k <= n``.
+      sigma: Positive noise amplitude $\sigma$ (may be traced; a traced value <= 0 gives NaN).
+      num_samples: Static number of Monte-Carlo samples $S$, drawn with ``jax.vmap`` over
+        split keys; forward and Jacobian use the same samples.
+      noise: ``"gumbel"`` or ``"normal"``.
+      axis: Axis to select along.
+      where: Optional boolean mask; ``False`` marks padding.
+
+    Returns:
+      Array in ``[0, 1]`` (multiples of ``1/S``) with the shape and dtype of ``x``.
+
+    Example:
+      >>> import jax, jax.numpy as jnp
+      >>> from rank_relax_jax.topk import perturbed_topk_mask
+      >>> x = jnp.array([1.0, 0.0, 0.5])
+      >>> y = perturbed_topk_mask(jax.random.key(0), x, 1, sigma=1.0, num_samples=20000)
+      >>> bool(jnp.allclose(y, jax.nn.softmax(x), atol=0.02)), round(float(y.sum()), 4)
+      (True, 1.0)
+
+    References:
+      Berthet, Blondel, Teboul, Cuturi, Vert & Bach, "Learning with Differentiable Perturbed
+      Optimizers", NeurIPS 2020.
+    """
+    fn = "perturbed_topk_mask"
+    _checks.check_choice(fn, "noise", noise, NOISES)
+    key = _checks.check_key(fn, key)
+    frame = _axis.prepare(fn, x, axis=axis, where=where)
+    k = _checks.check_k(fn, k, frame.n)
+    num_samples = _checks.check_positive_int(fn, "num_samples", num_samples)
+    s = frame.positive_scalar(sigma, "sigma")
+    xs, valid = _numerics.selectable(frame.x, frame.mask)
+    draw = jax.random.gumbel if noise == "gumbel" else jax.random.normal
+    z = jax.vmap(lambda kk: draw(kk, xs.shape, xs.dtype))(jax.random.split(key, num_samples))
+    out = _perturbed_mean(k, noise, xs, z, valid, s)
+    # A NaN score, or a traced non-positive sigma (NaN from frame.positive_scalar), gives NaN.
+    out = jnp.where(jnp.isnan(frame.x) | jnp.isnan(s), jnp.nan, out)
+    return frame.finish_elementwise(out)

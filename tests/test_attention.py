@@ -8,7 +8,6 @@ through the Gumbel sampler, (4) masks, shapes, dtypes, jit and vmap, (5) no NaN 
 from __future__ import annotations
 
 import functools
-import importlib
 
 import jax
 import jax.numpy as jnp
@@ -17,10 +16,17 @@ import pytest
 from jax.test_util import check_grads
 
 from rank_relax_jax import attention as att
+from rank_relax_jax import gumbel
 
-flax = pytest.importorskip("flax")
-nn = pytest.importorskip("flax.linen")
-nnx = pytest.importorskip("flax.nnx")
+flax = pytest.importorskip(
+    "flax", reason="flax not installed: pip install -e '.[flax]' (or '.[test]')"
+)
+nn = pytest.importorskip(
+    "flax.linen", reason="flax not installed: pip install -e '.[flax]' (or '.[test]')"
+)
+nnx = pytest.importorskip(
+    "flax.nnx", reason="flax not installed: pip install -e '.[flax]' (or '.[test]')"
+)
 
 # Two lists of documents over the same 11 key tokens: 2 question tokens (-1), then docs 0..3.
 IDS = np.array(
@@ -38,12 +44,6 @@ dma = jax.jit(att.dma_attention, static_argnames=("is_causal", "precision"))
 dma_weights = jax.jit(att.dma_attention_weights, static_argnames=("is_causal", "precision"))
 bias_of = jax.jit(att.attention_bias, static_argnames=("dtype",))
 jnn = jax.jit(jax.nn.dot_product_attention, static_argnames=("is_causal", "scale"))
-
-
-def gumbel():
-    # Another helper writes rank_relax_jax.gumbel; imported lazily so that the rest of this file
-    # runs on its own.
-    return importlib.import_module("rank_relax_jax.gumbel")
 
 
 def qkv(seed, *, batch=2, q_len=3, kv_len=11, heads=4, kv_heads=None, dim=8, dtype=jnp.float64):
@@ -302,7 +302,7 @@ def test_nnx_multihead_adapter_same_params(kv_heads):
 
 
 def _loss_through_sampler(scores, q, k, v, w, *, hard=False, temperature=0.5, form="mult"):
-    g = gumbel()
+    g = gumbel
     key = jax.random.key(42)
     if form == "mult":
         m = g.relaxed_topk_gumbel(key, scores, 2, temperature=temperature, hard=hard)
@@ -345,7 +345,7 @@ def test_straight_through_unselected_docs_get_gradient_only_in_multiplicative_fo
     q, k, v = qkv(21)
     w = randn(22, q.shape, jnp.float64)
     scores = jnp.array([[2.0, -1.0, 0.5, -3.0], [-2.0, 1.0, 3.0, 0.0]])
-    m = gumbel().relaxed_topk_gumbel(jax.random.key(23), scores, 2, temperature=0.3, hard=True)
+    m = gumbel.relaxed_topk_gumbel(jax.random.key(23), scores, 2, temperature=0.3, hard=True)
     assert set(np.unique(np.asarray(m))) <= {0.0, 1.0}
     unselected = np.asarray(m) == 0.0
     assert unselected.any()
@@ -370,7 +370,7 @@ def test_straight_through_unselected_docs_get_gradient_only_in_multiplicative_fo
 
     # End to end: the scores of unselected documents receive gradient through the ST mask.
     def loss(s):
-        mm = gumbel().relaxed_topk_gumbel(jax.random.key(23), s, 2, temperature=0.3, hard=True)
+        mm = gumbel.relaxed_topk_gumbel(jax.random.key(23), s, 2, temperature=0.3, hard=True)
         return mult(mm)
 
     gs = jax.jit(jax.grad(loss))(scores)

@@ -18,6 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import scipy.stats
+from _cases import SURROGATE_GRADIENT, case_id, cases, hard_limit_temperature
 from jax.test_util import check_grads
 
 from rank_relax_jax import ranking, topk
@@ -33,6 +34,7 @@ class Op:
     smooth: bool = True  # takes a temperature and has a non-zero gradient
     descending: bool = True  # accepts `descending`
     grad_modes: tuple[str, ...] = ("fwd", "rev")
+    hard_limit_temperature: float = 1e-3
 
     def __call__(self, x, **kw):
         return self.fn(x, **kw)
@@ -55,12 +57,13 @@ def _ranking_op(op: str, method: str, **options) -> Op:
             return public(x, method=method, **options, **kw)
 
         kind = "elementwise" if op == "rank" else "sorted"
-    suffix = "".join(f"-{v}" for v in options.values())
-    # SmoothI follows its paper: the recursion's scaling factors are held under stop_gradient,
-    # so autodiff is the paper's surrogate gradient, not the derivative of the forward values
-    # (test_methods.py checks it against a finite-difference surrogate instead).
-    modes = () if method == "smoothi" else ("fwd", "rev")
-    return Op(f"soft_{op}-{method}{suffix}", fn, kind, grad_modes=modes)
+    # A method whose autodiff is a surrogate by design (tests/_cases.py) is checked against its
+    # surrogate in test_methods.py instead of against finite differences here.
+    modes = () if method in SURROGATE_GRADIENT else ("fwd", "rev")
+    name = f"soft_{op}-{case_id((method, options))}"
+    return Op(
+        name, fn, kind, grad_modes=modes, hard_limit_temperature=hard_limit_temperature(method)
+    )
 
 
 def _topk_op(method: str, **options) -> Op:
@@ -68,8 +71,16 @@ def _topk_op(method: str, **options) -> Op:
         del descending
         return topk.soft_topk_mask(x, K, method=method, **options, **kw)
 
-    suffix = "".join(f"-{v}" for v in options.values())
-    return Op(f"soft_topk_mask-{method}{suffix}", fn, "elementwise", descending=False)
+    name = f"soft_topk_mask-{case_id((method, options))}"
+    modes = () if method in SURROGATE_GRADIENT else ("fwd", "rev")
+    return Op(
+        name,
+        fn,
+        "elementwise",
+        descending=False,
+        grad_modes=modes,
+        hard_limit_temperature=hard_limit_temperature(method),
+    )
 
 
 def _exact_rank(x, temperature=None, **kw):
@@ -82,19 +93,19 @@ def _exact_topk(x, temperature=None, descending=False, **kw):
     return topk.topk_mask(x, K, **kw)
 
 
+# Every registered (operation, method) pair, and each non-default choice of its options, read
+# from the kernel registry: a newly registered method is checked here without editing this file.
 OPS = [
-    *[_ranking_op("rank", m) for m in ranking.RANK_METHODS],
-    _ranking_op("rank", "isotonic", regularization="kl"),
-    *[_ranking_op("sort", m) for m in ranking.SORT_METHODS],
-    _ranking_op("sort", "isotonic", regularization="kl"),
-    *[_ranking_op("permutation", m) for m in ranking.PERMUTATION_METHODS],
-    _topk_op("sigmoid"),
-    _topk_op("isotonic"),
-    _topk_op("isotonic", regularization="kl"),
+    *[_ranking_op(op, m, **o) for op in ("rank", "sort", "permutation") for m, o in cases(op)],
+    *[_topk_op(m, **o) for m, o in cases("topk")],
     Op("rank", _exact_rank, "elementwise", smooth=False),
     Op("topk_mask", _exact_topk, "elementwise", smooth=False, descending=False),
 ]
 SMOOTH = [op for op in OPS if op.smooth]
+# (op, descending) for the checks run in both directions; an op without `descending` once.
+DIRECTIONS = [(op, d) for op in OPS for d in (False, True) if op.descending or not d]
+SMOOTH_DIRECTIONS = [(op, d) for op, d in DIRECTIONS if op.smooth]
+EXACT_GRADIENT = [op for op in SMOOTH if op.grad_modes]
 parametrize_ops = pytest.mark.parametrize("op", OPS, ids=repr)
 parametrize_smooth = pytest.mark.parametrize("op", SMOOTH, ids=repr)
 
@@ -150,11 +161,8 @@ def _masked_case(seed=4, b=5, n=8, min_valid=3):
     return x, mask
 
 
-@parametrize_ops
-@pytest.mark.parametrize("descending", [False, True])
+@pytest.mark.parametrize(("op", "descending"), DIRECTIONS, ids=repr)
 def test_masked_equals_filtered(op, descending):
-    if descending and not op.descending:
-        pytest.skip("op has no `descending` option")
     kw = {"descending": True} if descending else {}
     x, mask = _masked_case()
     garbage = np.where(mask, x, np.nan)  # padding content must never leak
@@ -227,24 +235,21 @@ def test_dtype_is_preserved(op, dtype):
     np.testing.assert_allclose(np.asarray(out, np.float64), ref, rtol=tol, atol=tol * 8)
 
 
-@parametrize_smooth
+# Ops whose gradient is a surrogate by design (Op.grad_modes empty) are checked in
+# test_methods.py against that surrogate instead.
+@pytest.mark.parametrize("op", EXACT_GRADIENT, ids=repr)
 def test_gradients_match_finite_differences(op):
-    if not op.grad_modes:
-        pytest.skip("surrogate gradient by design (see Op.grad_modes)")
     x = jnp.asarray(_distinct((2, 5), seed=8, gap=0.2))
     check_grads(
         lambda v: _loss(op, v, temperature=0.7), (x,), order=1, modes=op.grad_modes, atol=1e-5
     )
 
 
-@parametrize_smooth
-@pytest.mark.parametrize("descending", [False, True])
+@pytest.mark.parametrize(("op", "descending"), SMOOTH_DIRECTIONS, ids=repr)
 def test_hard_limit_at_small_temperature(op, descending):
-    if descending and not op.descending:
-        pytest.skip("op has no `descending` option")
     kw = {"descending": True} if descending else {}
     x = _distinct((3, 7), seed=9, gap=0.5)
-    out = np.asarray(op(jnp.asarray(x), temperature=1e-3, **kw))
+    out = np.asarray(op(jnp.asarray(x), temperature=op.hard_limit_temperature, **kw))
     sign = -1.0 if descending else 1.0
     if op.kind == "elementwise" and op.name.startswith("soft_rank"):
         ref = scipy.stats.rankdata(sign * x, axis=-1)

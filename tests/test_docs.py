@@ -66,3 +66,24 @@ def test_readme_taste_comments_hold():
 
         np.testing.assert_allclose(first_rank(1.0), [0.5, 0, 0, -0.5], atol=1e-6)
         np.testing.assert_array_equal(first_rank(0.1), [0.0, 0.0, 0.0, 0.0])
+
+
+def _public_ops():
+    from rank_relax_jax import ranking, topk
+
+    return {
+        "rank": ranking.soft_rank,
+        "sort": ranking.soft_sort,
+        "permutation": ranking.soft_permutation,
+        "topk": topk.soft_topk_mask,
+    }
+
+
+@pytest.mark.parametrize("operation", ["rank", "sort", "permutation", "topk"])
+def test_docstring_names_every_registered_method(operation):
+    # The docstring's method table (or list) must not fall behind the kernel registry.
+    from rank_relax_jax import methods
+
+    doc = _public_ops()[operation].__doc__
+    missing = [m for m in methods.methods(operation) if f"`{m}`" not in doc and f'"{m}"' not in doc]
+    assert not missing, f"the docstring of soft_{operation} does not name {missing}"

@@ -21,10 +21,12 @@ METRICS = ("recall_answer", "recall_bridge", "em")
 
 @pytest.fixture(scope="module")
 def quick_run(tmp_path_factory):
-    pytest.importorskip("flax")
-    pytest.importorskip("optax")
-    pytest.importorskip("matplotlib")
-    pytest.importorskip("tqdm")
+    pytest.importorskip("flax", reason="flax not installed: pip install -e '.[examples]'")
+    pytest.importorskip("optax", reason="optax not installed: pip install -e '.[examples]'")
+    pytest.importorskip(
+        "matplotlib", reason="matplotlib not installed: pip install -e '.[examples]'"
+    )
+    pytest.importorskip("tqdm", reason="tqdm not installed: pip install -e '.[examples]'")
     out = tmp_path_factory.mktemp("gumbel_reranking")
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))

@@ -440,8 +440,9 @@ def test_regularization_is_checked():
 
 
 def test_against_torchsort():
-    torchsort = pytest.importorskip("torchsort")
-    torch = pytest.importorskip("torch")
+    hint = "optional peer not installed: bash benchmarks/install_torchsort.sh"
+    torchsort = pytest.importorskip("torchsort", reason=f"torchsort {hint}")
+    torch = pytest.importorskip("torch", reason=f"torch {hint}")
     x = np.random.default_rng(14).normal(size=(3, 50))
     for regularization in ("l2", "kl"):
         for t in (0.1, 1.0):

@@ -1,10 +1,11 @@
 """Method-specific tests for the pairwise, permutation and SmoothI relaxations.
 
-Every check goes through the public ``soft_rank`` / ``soft_sort`` / ``soft_permutation`` (the
-SmoothI sort and permutation fall back to their kernels until they are registered in
-``ranking._KERNELS``). Forward values are compared with float64 NumPy transcriptions of the
-papers' formulas; the generic jit/vmap/axis/mask/dtype/retrace checks live in
-``test_contract.py``.
+Every check goes through the public ``soft_rank`` / ``soft_sort`` / ``soft_permutation``.
+Forward values are compared with float64 NumPy transcriptions of the papers' formulas (one per
+family below); the checks that need no reference (hard and soft limits, ties, float32 extremes,
+NaN) run over every registered method, read from the registry (``tests/_cases.py``), except
+those with a test module of their own. The generic jit/vmap/axis/mask/dtype/retrace checks live
+in ``test_contract.py``.
 """
 
 from __future__ import annotations
@@ -17,14 +18,24 @@ import numpy as np
 import pytest
 import scipy.special
 import scipy.stats
+from _cases import SURROGATE_GRADIENT
 from jax.test_util import check_grads
 
-from rank_relax_jax import ranking
+from rank_relax_jax import methods, ranking
 from rank_relax_jax.methods import pairwise, smoothi
 
+# Families with a NumPy reference below.
 PAIRWISE = ("sigmoid", "probabilistic")
 PERMUTATION = ("neuralsort", "softsort", "smoothi")
-RANK = (*PAIRWISE, *PERMUTATION)
+REFERENCE_RANK = (*PAIRWISE, *PERMUTATION)
+
+# Reference-free checks: every registered method, except those tested in a module of their own.
+OWN_MODULE = frozenset({"isotonic"})  # tests/test_isotonic.py
+RANK = tuple(m for m in methods.methods("rank") if m not in OWN_MODULE)
+SORT = tuple(m for m in methods.methods("sort") if m not in OWN_MODULE)
+SORT_AND_PERMUTATION = tuple(m for m in SORT if m in methods.methods("permutation"))
+EXACT_GRADIENT_RANK = tuple(m for m in RANK if m not in SURROGATE_GRADIENT)
+EXACT_GRADIENT_SORT = tuple(m for m in SORT_AND_PERMUTATION if m not in SURROGATE_GRADIENT)
 
 X5 = np.array([0.5, 2.0, 0.0, 1.5, 0.2])
 
@@ -53,26 +64,18 @@ def rank_fn(method, descending=False):
 
 @functools.cache
 def sort_fn(method, descending=False):
-    """Public soft_sort, or the SmoothI kernel until it is registered."""
-    if method in ranking.SORT_METHODS:
-        return jax.jit(
-            lambda x, t: ranking.soft_sort(x, method=method, temperature=t, descending=descending)
-        )
-    assert method == "smoothi"
-    return jax.jit(lambda x, t: _kernel_call(smoothi.smoothi_sort, x, t, descending))
+    return jax.jit(
+        lambda x, t: ranking.soft_sort(x, method=method, temperature=t, descending=descending)
+    )
 
 
 @functools.cache
 def permutation_fn(method, descending=False):
-    """Public soft_permutation, or the SmoothI kernel until it is registered."""
-    if method in ranking.PERMUTATION_METHODS:
-        return jax.jit(
-            lambda x, t: ranking.soft_permutation(
-                x, method=method, temperature=t, descending=descending
-            )
+    return jax.jit(
+        lambda x, t: ranking.soft_permutation(
+            x, method=method, temperature=t, descending=descending
         )
-    assert method == "smoothi"
-    return jax.jit(lambda x, t: _kernel_call(smoothi.smoothi_permutation, x, t, descending))
+    )
 
 
 # ---------------------------------------------------------------- float64 NumPy references
@@ -144,7 +147,7 @@ def ref_rank(method, x, t, descending):
 
 
 @pytest.mark.parametrize("descending", [False, True])
-@pytest.mark.parametrize("method", RANK)
+@pytest.mark.parametrize("method", REFERENCE_RANK)
 def test_soft_rank_matches_reference(method, descending):
     for seed, t in [(0, 0.4), (1, 2.0)]:
         x = np.random.default_rng(seed).normal(size=9)
@@ -257,7 +260,7 @@ def test_rank_hard_limit(method, descending):
 
 
 @pytest.mark.parametrize("descending", [False, True])
-@pytest.mark.parametrize("method", PERMUTATION)
+@pytest.mark.parametrize("method", SORT_AND_PERMUTATION)
 def test_sort_and_permutation_hard_limit(method, descending):
     x = jnp.asarray(X5)
     expected = -jnp.sort(-x) if descending else jnp.sort(x)
@@ -294,7 +297,7 @@ def test_smoothi_sort_is_not_monotone_at_moderate_temperature():
 # ----------------------------------------------------------------------------- gradients
 
 
-@pytest.mark.parametrize("method", ("sigmoid", "probabilistic", "neuralsort", "softsort"))
+@pytest.mark.parametrize("method", EXACT_GRADIENT_RANK)
 def test_rank_gradients_match_finite_differences(method):
     x = jnp.asarray(_distinct(6, seed=6, gap=0.2))
     w = jnp.asarray(np.random.default_rng(7).normal(size=6))
@@ -309,7 +312,7 @@ def test_rank_gradients_match_finite_differences(method):
     np.testing.assert_allclose(jnp.sum(g), 0.0, atol=1e-10)  # shift invariance
 
 
-@pytest.mark.parametrize("method", ("neuralsort", "softsort"))
+@pytest.mark.parametrize("method", EXACT_GRADIENT_SORT)
 def test_sort_and_permutation_gradients(method):
     x = jnp.asarray(_distinct(5, seed=8, gap=0.2))
     sort = jax.jit(lambda v: sort_fn(method)(v, 0.5))
@@ -368,7 +371,7 @@ def test_ties_give_finite_gradients(method, dtype):
     for t in (1e-3, 1.0):
         r, g = value_and_grad(x, t)
         assert np.isfinite(r) and np.all(np.isfinite(g))
-    if method in PERMUTATION:
+    if method in SORT:
         sort = sort_fn(method)
         g = jax.jit(jax.grad(lambda v: jnp.sum(sort(v, 0.01) * w)))(x)
         assert np.all(np.isfinite(g))
@@ -409,5 +412,5 @@ def test_float32_extremes(method):
 def test_nan_propagates_to_the_list(method):
     x = jnp.asarray([0.3, np.nan, 2.5, 1.0])
     assert np.all(np.isnan(rank_fn(method)(x, 0.5)))
-    if method in PERMUTATION:
+    if method in SORT:
         assert np.all(np.isnan(sort_fn(method)(x, 0.5)))

@@ -1,9 +1,10 @@
 """Hypothesis properties shared by every soft ranking / sorting method.
 
 * permutation equivariance of soft ranks and permutation matrices, invariance of soft sorts;
-* monotone soft sorts for the methods that guarantee it (isotonic, NeuralSort, SoftSort; the
-  SmoothI sort is not monotone, see ``test_methods.py``);
-* ranks summing to m(m+1)/2 — every rank method here guarantees it: the pairwise ones because
+* monotone soft sorts for the methods that guarantee it (every registered one except those in
+  ``_cases.NOT_MONOTONE_SORT``: the SmoothI sort is not monotone, see ``test_methods.py``);
+* ranks summing to m(m+1)/2 — every registered rank method guarantees it (the methods of
+  ``tests/_cases.py``, read from the registry): the pairwise ones because
   f(z) + f(-z) = 1, the permutation ones because the rows of their matrices sum to 1, and the
   isotonic one because it projects onto the permutahedron;
 * the hard limit at a small temperature relative to the gaps.
@@ -18,37 +19,32 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import scipy.stats
+from _cases import (
+    NOT_MONOTONE_SORT,
+    RANKS_IN_RANGE,
+    case_id,
+    cases,
+    hard_limit_temperature,
+)
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from rank_relax_jax import ranking
+from rank_relax_jax import methods, ranking
 
-# (method, options) for soft_rank / soft_sort.
-RANK_CASES = [
-    ("sigmoid", {}),
-    ("probabilistic", {}),
-    ("neuralsort", {}),
-    ("softsort", {}),
-    ("smoothi", {}),
-    ("isotonic", {"regularization": "l2"}),
-    ("isotonic", {"regularization": "kl"}),
-]
-MONOTONE_SORT_CASES = [
-    ("neuralsort", {}),
-    ("softsort", {}),
-    ("isotonic", {"regularization": "l2"}),
-    ("isotonic", {"regularization": "kl"}),
-]
-PERMUTATION_CASES = [m for m in ranking.PERMUTATION_METHODS if m in ("neuralsort", "softsort")]
+# (method, options) for soft_rank / soft_sort / soft_permutation, read from the kernel registry
+# (tests/_cases.py): a newly registered method gets every property below.
+RANK_CASES = cases("rank")
+MONOTONE_SORT_CASES = [c for c in cases("sort") if c[0] not in NOT_MONOTONE_SORT]
+PERMUTATION_CASES = [m for m, _ in cases("permutation")]
+SORT_METHODS = methods.methods("sort")
 
 
 def _ids(case):
-    method, options = case
-    return "-".join([method, *options.values()])
+    return case_id(case)
 
 
-def _case_params(cases):
-    return [pytest.param(case, id=_ids(case)) for case in cases]
+def _case_params(items):
+    return [pytest.param(case, id=_ids(case)) for case in items]
 
 
 @functools.cache
@@ -108,7 +104,7 @@ def test_soft_ranks_sum_to_triangular_number(case, data):
     out = np.asarray(_call("rank", case, x, t, data.draw(st.booleans())))
     n = len(x)
     np.testing.assert_allclose(out.sum(), n * (n + 1) / 2, rtol=1e-9)
-    if case[0] in ("sigmoid", "probabilistic", "isotonic"):
+    if case[0] in RANKS_IN_RANGE:
         # Each rank lies in [1, n] here; the permutation methods' columns need not sum to 1.
         assert np.all(out >= 1 - 1e-9) and np.all(out <= n + 1e-9)
 
@@ -147,9 +143,10 @@ def test_soft_permutation_columns_follow_the_input(method, data):
 def test_hard_limit_at_small_temperature(case, data):
     x = data.draw(lists(distinct=True))
     descending = data.draw(st.booleans())
-    out = _call("rank", case, x, 1e-3, descending)
+    t = hard_limit_temperature(case[0])
+    out = _call("rank", case, x, t, descending)
     expected = scipy.stats.rankdata(-x if descending else x)
     np.testing.assert_allclose(out, expected, atol=1e-3)
-    if case[0] in ranking.SORT_METHODS:
-        srt = _call("sort", case, x, 1e-3, descending)
+    if case[0] in SORT_METHODS:
+        srt = _call("sort", case, x, t, descending)
         np.testing.assert_allclose(srt, -np.sort(-x) if descending else np.sort(x), atol=1e-3)

@@ -16,8 +16,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-gguf = pytest.importorskip("gguf")
-tokenizers = pytest.importorskip("tokenizers")
+gguf = pytest.importorskip("gguf", reason="gguf not installed: pip install -e '.[rag]'")
+tokenizers = pytest.importorskip(
+    "tokenizers", reason="tokenizers not installed: pip install -e '.[rag]'"
+)
 
 from examples.rag import reader  # noqa: E402
 

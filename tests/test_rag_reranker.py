@@ -17,8 +17,12 @@ import pytest
 
 from examples.rag import data, reranker
 
-safetensors_numpy = pytest.importorskip("safetensors.numpy")
-tokenizers = pytest.importorskip("tokenizers")
+safetensors_numpy = pytest.importorskip(
+    "safetensors.numpy", reason="safetensors not installed: pip install -e '.[rag]'"
+)
+tokenizers = pytest.importorskip(
+    "tokenizers", reason="tokenizers not installed: pip install -e '.[rag]'"
+)
 
 WORDS = (
     "the a man woman is playing plays guitar piano music bread bake how do i someone stock market "

@@ -23,6 +23,7 @@ from rank_relax_jax.methods import isotonic, pairwise, permutation, smoothi
 from rank_relax_jax.methods._registry import (
     Entry,
     Option,
+    dispatch,
     entries,
     lookup,
     methods,
@@ -52,11 +53,15 @@ register("sort", "neuralsort", permutation.neuralsort_sort, cost="O(n²)",
          summary="relaxed permutation times x (Grover et al. 2019)")  # fmt: skip
 register("sort", "softsort", permutation.softsort_sort, cost="O(n²)",
          summary="relaxed permutation times x (Prillo & Eisenschlos 2020)")  # fmt: skip
+register("sort", "smoothi", smoothi.smoothi_sort, cost="O(n²)",
+         summary="rank indicators times x (Thonet et al. 2021); not monotone")  # fmt: skip
 
 register("permutation", "neuralsort", permutation.neuralsort_permutation, cost="O(n²)",
          summary="unimodal row-stochastic relaxation (Grover et al. 2019)")  # fmt: skip
 register("permutation", "softsort", permutation.softsort_permutation, cost="O(n²)",
          summary="softmax of −|sort(x)_r − x_j|/τ (Prillo & Eisenschlos 2020)")  # fmt: skip
+register("permutation", "smoothi", smoothi.smoothi_permutation, cost="O(n²)",
+         summary="the matrix of smooth rank indicators (Thonet et al. 2021)")  # fmt: skip
 
 register("topk", "isotonic", isotonic.isotonic_topk_mask, cost="O(n log n)",
          summary="projection onto the capped simplex (Blondel et al. 2020; Sander et al. 2023)",
@@ -67,6 +72,7 @@ register("topk", "sigmoid", pairwise.sigmoid_topk_mask, cost="O(n log n)",
 __all__ = [
     "Entry",
     "Option",
+    "dispatch",
     "entries",
     "lookup",
     "methods",

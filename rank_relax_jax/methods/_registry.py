@@ -24,7 +24,7 @@ import dataclasses
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from rank_relax_jax import _checks
+from rank_relax_jax import _axis, _checks
 
 OPERATIONS = ("rank", "sort", "permutation", "topk")
 
@@ -158,6 +158,28 @@ def resolve_options(
     for name, opt in entry.options.items():
         out.setdefault(name, opt.default)
     return out
+
+
+def dispatch(
+    fn: str,
+    operation: str,
+    method: Any,
+    x: Any,
+    *,
+    axis: int,
+    where: Any,
+    options: Mapping[str, Any],
+    defaults: Mapping[str, Any] | None = None,
+) -> tuple[Entry, dict[str, Any], _axis.Frame]:
+    """The first steps every public soft op takes, in the order its errors should come.
+
+    Looks up ``method`` (`lookup`), validates the method's ``options`` (`resolve_options`) and
+    prepares ``x`` over ``axis`` and ``where`` (`rank_relax_jax._axis.prepare`). Returns the
+    entry, the kernel's keyword options and the frame.
+    """
+    entry = lookup(fn, operation, method)
+    opts = resolve_options(fn, entry, options, defaults=defaults)
+    return entry, opts, _axis.prepare(fn, x, axis=axis, where=where)
 
 
 def _same(a: Any, b: Any) -> bool:

@@ -31,25 +31,18 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from rank_relax_jax import _sort
+from rank_relax_jax import _numerics, _sort
 
 
 def masked_softmax(logits: jax.Array, mask: jax.Array | None) -> jax.Array:
-    """Softmax over the last axis restricted to ``mask`` (broadcast against ``logits``).
+    """`rank_relax_jax._numerics.masked_softmax` of logits clipped to a finite range.
 
-    Masked entries get exactly 0, a row without any valid entry is all zeros, and infinite or
-    huge logits are clipped to a finite range first so the max shift never computes inf - inf.
+    A tiny temperature can push these logits to ``±inf``; clipped, the max shift never computes
+    ``inf - inf`` and the row stays a distribution (all its mass on the largest logits).
+    Masked entries get exactly 0 and a row without any valid entry is all zeros.
     """
     big = jnp.finfo(logits.dtype).max / 4
-    logits = jnp.clip(logits, -big, big)
-    if mask is None:
-        return jax.nn.softmax(logits, axis=-1)
-    mask = jnp.broadcast_to(mask, logits.shape)
-    safe = jnp.where(mask, logits, -big)
-    shift = jax.lax.stop_gradient(jnp.max(safe, axis=-1, keepdims=True, initial=-big))
-    e = jnp.where(mask, jnp.exp(safe - shift), 0.0)
-    total = jnp.sum(e, axis=-1, keepdims=True)
-    return e / jnp.where(total > 0, total, 1.0)
+    return _numerics.masked_softmax(jnp.clip(logits, -big, big), mask)
 
 
 def rescale(
