@@ -182,7 +182,6 @@ def _take(v: jax.Array, idx: jax.Array) -> jax.Array:
 
 def _solve(y, valid, tau, w):
     """Forward solve of ``G(t) = w``; returns the pieces the JVP reuses."""
-    n = y.shape[-1]
     d, a = _links(y, valid, tau)
     lc, uc = _counts(a, valid)
     m = jnp.sum(valid, axis=-1, keepdims=True, dtype=jnp.int32)
@@ -318,10 +317,11 @@ def lapsum_rank(
 
     Example:
       >>> import jax.numpy as jnp
+      >>> import numpy as np
       >>> from rank_relax_jax import soft_rank
       >>> x = jnp.array([0.3, -1.2, 2.5, 0.9])
-      >>> soft_rank(x, method="lapsum", temperature=0.5).round(3).tolist()
-      [2.173, 1.027, 3.994, 2.806]
+      >>> np.asarray(soft_rank(x, method="lapsum", temperature=0.5), float).round(3).tolist()
+      [2.132, 1.033, 3.973, 2.862]
     """
     if x.shape[-1] == 0:
         return x
@@ -357,11 +357,12 @@ def lapsum_topk_mask(
 
     Example:
       >>> import jax.numpy as jnp
+      >>> import numpy as np
       >>> from rank_relax_jax import soft_topk_mask
       >>> m = soft_topk_mask(jnp.array([0.3, -1.2, 2.5, 0.9]), 2, method="lapsum",
       ...                    temperature=0.5)
-      >>> m.round(3).tolist(), round(float(m.sum()), 5)
-      ([0.338, 0.021, 0.993, 0.648], 2.0)
+      >>> np.asarray(m, float).round(3).tolist(), round(float(m.sum()), 5)
+      ([0.273, 0.014, 0.989, 0.724], 2.0)
     """
     n = x.shape[-1]
     if k >= n:
