@@ -47,6 +47,7 @@ def soft_rank(
     | `neuralsort` | ranks read off the relaxed permutation (Grover et al. 2019) | O(n²) |
     | `softsort` | ranks read off the relaxed permutation (Prillo & Eisenschlos 2020) | O(n²) |
     | `smoothi` | smooth rank indicators (Thonet et al. 2021) | O(n²) |
+    | `lapsum` | $\frac12 + \sum_j \mathrm{Lap}_\tau(x_i - x_j)$ (Struski et al. 2025) | O(n log n)|
 
     The pairwise methods (`sigmoid`, `probabilistic`) work in blocks: O(n) memory.
 
@@ -121,6 +122,7 @@ def soft_sort(
     Methods: ``isotonic`` (Blondel et al. 2020, O(n log n)), ``neuralsort`` (Grover et al.
     2019, O(n²)) and ``softsort`` (Prillo & Eisenschlos 2020, O(n²)). Each tends to
     ``jnp.sort(x)`` as ``temperature`` → 0.
+    ``lapsum`` (Struski et al. 2025, O(n log n)) puts the inverse LapSum at level r − ½ in slot r.
 
     Args:
       x: Floating array.
