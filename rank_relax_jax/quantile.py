@@ -94,7 +94,7 @@ def soft_quantile(
       Array([[1.375, 4.25 ],
              [2.25 , 5.5  ]], dtype=float32)
       >>> med = soft_quantile(x, 0.5, method="lapsum", temperature=0.5)
-      >>> [round(float(v), 3) for v in med]
+      >>> med.astype(float).round(3).tolist()
       [2.297, 5.5]
     """
     fn = "soft_quantile"
