@@ -7,6 +7,7 @@ shapes of issue #3, for:
 * ``argsort``: jitted ``jnp.argsort`` of the same array (the floor for anything sort-based);
 * ``isotonic-l2`` / ``isotonic-kl``: ``soft_rank(method="isotonic")``;
 * ``iso-topk-l2``: ``soft_topk_mask(method="isotonic")`` with ``k = min(10, n)``;
+* ``lapsum`` / ``lapsum-topk``: ``soft_rank`` / ``soft_topk_mask`` with ``method="lapsum"``;
 * ``sigmoid``: ``soft_rank(method="sigmoid")`` (O(n²) pairwise), if available;
 * ``ott-ranks`` / ``ott-topk``: ``ott.tools.soft_sort.ranks`` / ``topk_mask`` (optional);
 * ``rax-approx``: ``rax.utils.approx_ranks`` (optional);
@@ -100,6 +101,11 @@ def _jax_methods():
             "nlogn",
         ),
     }
+    methods["lapsum"] = (lambda x: soft_rank(x, method="lapsum", temperature=1.0), "nlogn")
+    methods["lapsum-topk"] = (
+        lambda x: soft_topk_mask(x, min(10, x.shape[-1]), method="lapsum", temperature=1.0),
+        "nlogn",
+    )
     try:
         soft_rank(jnp.ones((3,)), method="sigmoid")
         methods["sigmoid"] = (lambda x: soft_rank(x, method="sigmoid", temperature=1.0), "pairs")

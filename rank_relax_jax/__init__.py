@@ -18,6 +18,7 @@ from rank_relax_jax.gumbel import (
     relaxed_topk_gumbel,
     relaxed_topk_gumbel_log,
 )
+from rank_relax_jax.quantile import soft_median, soft_quantile
 from rank_relax_jax.ranking import rank, soft_permutation, soft_rank, soft_sort
 from rank_relax_jax.topk import perturbed_topk_mask, soft_topk_mask, topk_mask
 
@@ -32,7 +33,9 @@ __all__ = [
     "relaxed_subset_sample",
     "relaxed_topk_gumbel",
     "relaxed_topk_gumbel_log",
+    "soft_median",
     "soft_permutation",
+    "soft_quantile",
     "soft_rank",
     "soft_sort",
     "soft_topk_mask",

@@ -50,6 +50,7 @@ def soft_rank(
     | `neuralsort` | ranks read off the relaxed permutation (Grover et al. 2019) | O(n²) |
     | `softsort` | ranks read off the relaxed permutation (Prillo & Eisenschlos 2020) | O(n²) |
     | `smoothi` | smooth rank indicators (Thonet et al. 2021) | O(n²) |
+    | `lapsum` | $\frac12 + \sum_j \mathrm{Lap}_\tau(x_i - x_j)$ (Struski et al. 2025) | O(n log n)|
 
     The pairwise methods (`sigmoid`, `probabilistic`) work in blocks: O(n) memory.
 
@@ -126,6 +127,7 @@ def soft_sort(
     | `neuralsort` | relaxed permutation times $x$ (Grover et al. 2019) | O(n²) |
     | `softsort` | relaxed permutation times $x$ (Prillo & Eisenschlos 2020) | O(n²) |
     | `smoothi` | smooth rank indicators times $x$ (Thonet et al. 2021) | O(n²) |
+    | `lapsum` | slot $r$ holds the inverse LapSum at level $r - ½$ (Struski et al. 2025) | O(n log n) |
 
     Each tends to ``jnp.sort(x)`` as ``temperature`` → 0. The sorts of ``isotonic``,
     ``neuralsort`` and ``softsort`` are monotone; SmoothI's need not be (its later rows compete
@@ -182,6 +184,7 @@ def soft_permutation(
     | `neuralsort` | unimodal row-stochastic relaxation (Grover et al. 2019) | O(n²) |
     | `softsort` | softmax of $-\lvert \mathrm{sort}(x)_r - x_j \rvert/\tau$ (Prillo 2020) | O(n²) |
     | `smoothi` | the matrix of smooth rank indicators (Thonet et al. 2021) | O(n²) |
+    | `lapsum` | differences of nested LapSum top-k masks, doubly stochastic (Struski 2025) | O(n²) |
 
     Args:
       x: Floating array.

@@ -97,6 +97,10 @@ def soft_topk_mask(
     not exactly, ``k``. Both tend to `topk_mask` as $\tau \to 0$ for distinct
     values.
 
+    ``method="lapsum"`` is $\mathrm{Lap}_\tau(x_i - s)$ (Laplace CDF) with the threshold
+    $s$ found in closed form so that the mask sums to exactly ``k`` (Struski et al. 2025),
+    O(n log n), with a gradient for every entry.
+
     **Choose a temperature that trains.** The L2 isotonic mask is sparse: only entries within
     about $\tau$ of the threshold between the k-th and (k+1)-th largest score get a
     gradient, and once those two scores are $\tau$ or more apart the mask is exactly k-hot

@@ -13,13 +13,14 @@ matrices whose row r weights the input entries in sorted slot r. The public wrap
 `rank_relax_jax.ranking` and `rank_relax_jax.topk` re-mask, cast and move axes.
 
 Modules: ``pairwise`` (sigmoid / ApproxNDCG, probabilistic / SoftRank), ``permutation``
-(NeuralSort, SoftSort), ``smoothi`` (SmoothI), ``isotonic`` (permutahedron projection, PAV).
+(NeuralSort, SoftSort), ``smoothi`` (SmoothI), ``isotonic`` (permutahedron projection, PAV),
+``lapsum`` (sums of Laplace CDFs and their closed-form inverse).
 
 Each (operation, method) pair is registered once below, with its per-method options, in
 `rank_relax_jax.methods._registry`; a new method is one module plus its ``register`` lines here.
 """
 
-from rank_relax_jax.methods import isotonic, pairwise, permutation, smoothi
+from rank_relax_jax.methods import isotonic, lapsum, pairwise, permutation, smoothi
 from rank_relax_jax.methods._registry import (
     Entry,
     Option,
@@ -68,6 +69,16 @@ register("topk", "isotonic", isotonic.isotonic_topk_mask, cost="O(n log n)",
          options=_ISOTONIC)  # fmt: skip
 register("topk", "sigmoid", pairwise.sigmoid_topk_mask, cost="O(n log n)",
          summary="σ((x_i − t)/τ), t midway between the k-th and (k+1)-th largest")  # fmt: skip
+
+_LAPSUM = "Laplace-CDF sum and its closed-form inverse (Struski et al. 2025)"
+register("rank", "lapsum", lapsum.lapsum_rank, cost="O(n log n)",
+         summary="½ + Σ_j Lap_τ(x_i − x_j), " + _LAPSUM)  # fmt: skip
+register("sort", "lapsum", lapsum.lapsum_sort, cost="O(n log n)",
+         summary="slot r = G⁻¹(r − ½), " + _LAPSUM)  # fmt: skip
+register("permutation", "lapsum", lapsum.lapsum_permutation, cost="O(n²)",
+         summary="doubly stochastic, differences of nested top-k masks, " + _LAPSUM)  # fmt: skip
+register("topk", "lapsum", lapsum.lapsum_topk_mask, cost="O(n log n)",
+         summary="Lap_τ(x_i − s) with Σ = k exactly, " + _LAPSUM)  # fmt: skip
 
 __all__ = [
     "Entry",
