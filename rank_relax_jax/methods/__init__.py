@@ -13,13 +13,14 @@ matrices whose row r weights the input entries in sorted slot r. The public wrap
 `rank_relax_jax.ranking` and `rank_relax_jax.topk` re-mask, cast and move axes.
 
 Modules: ``pairwise`` (sigmoid / ApproxNDCG, probabilistic / SoftRank), ``permutation``
-(NeuralSort, SoftSort), ``smoothi`` (SmoothI), ``isotonic`` (permutahedron projection, PAV).
+(NeuralSort, SoftSort), ``smoothi`` (SmoothI), ``isotonic`` (permutahedron projection, PAV),
+``network`` (differentiable sorting networks).
 
 Each (operation, method) pair is registered once below, with its per-method options, in
 `rank_relax_jax.methods._registry`; a new method is one module plus its ``register`` lines here.
 """
 
-from rank_relax_jax.methods import isotonic, pairwise, permutation, smoothi
+from rank_relax_jax.methods import isotonic, network, pairwise, permutation, smoothi
 from rank_relax_jax.methods._registry import (
     Entry,
     Option,
@@ -63,6 +64,19 @@ register("topk", "isotonic", isotonic.isotonic_topk_mask, cost="O(n log n)",
          options=_ISOTONIC)  # fmt: skip
 register("topk", "sigmoid", pairwise.sigmoid_topk_mask, cost="O(n log n)",
          summary="σ((x_i − t)/τ), t midway between the k-th and (k+1)-th largest")  # fmt: skip
+
+_NETWORK = {
+    "network": Option("bitonic", choices=network.NETWORKS),
+    "sigmoid": Option("logistic", choices=network.SIGMOIDS),
+}
+_PETERSEN = "relaxed odd-even / bitonic sorting network (Petersen et al. 2021, 2022)"
+register("rank", "network", network.network_rank, cost="O(n log² n) bitonic, O(n²) odd-even",
+         summary=_PETERSEN, options=_NETWORK)  # fmt: skip
+register("sort", "network", network.network_sort, cost="O(n log² n) bitonic, O(n²) odd-even",
+         summary=_PETERSEN, options=_NETWORK)  # fmt: skip
+register("permutation", "network", network.network_permutation,
+         cost="O(n² log² n) bitonic, O(n³) odd-even", summary=_PETERSEN,
+         options=_NETWORK)  # fmt: skip
 
 __all__ = [
     "Entry",
