@@ -61,6 +61,7 @@ two near $\max|x|$ first (exact, with $\tau$ scaled alike), so differences canno
 
 from __future__ import annotations
 
+import functools
 import math
 
 import jax
@@ -90,6 +91,56 @@ def sigmoid(z: jax.Array, kind: str) -> jax.Array:
         outer = jnp.where(z > 0, 1.0, 0.0) - 1.0 / (16.0 * zs)
         return jnp.where(tail, outer, z + 0.5)
     raise ValueError(f"sigmoid: unknown kind {kind!r}; expected one of {SIGMOIDS}")
+
+
+def _sigmoid_grad(z, kind):
+    """$f'(z)$ of `sigmoid`."""
+    if kind == "logistic":
+        e = jax.nn.sigmoid(z)
+        return e * (1.0 - e)
+    if kind == "cauchy":
+        return 1.0 / (np.pi * (1.0 + z * z))
+    if kind == "reciprocal":
+        return 1.0 / (1.0 + 2.0 * jnp.abs(z)) ** 2
+    tail = jnp.abs(z) > 0.25
+    zs = jnp.where(tail, z, 1.0)
+    return jnp.where(tail, 1.0 / (16.0 * zs * zs), 1.0)
+
+
+def _steepness(w, pw, sign, inv_t, soft):
+    """``z = sign (pw - w) / τ`` (0 off soft pairs) and whether it is below the clip bound."""
+    big = 1.0 / jnp.finfo(w.dtype).eps ** 2  # f is 0 or 1 to working precision beyond this
+    z = jnp.where(soft, sign * (pw - w), 0.0) * inv_t
+    return jnp.clip(z, -big, big), jnp.abs(z) < big
+
+
+@functools.partial(jax.custom_jvp, nondiff_argnums=(0,))
+def _mix(kind, w, pw, sign, inv_t, soft, hard):
+    r"""One comparator's output on each wire: $lpha w + (1 - lpha) w_{partner}$.
+
+    $lpha = f(z)$ on soft pairs, ``hard`` (0 or 1) elsewhere. Custom JVP: with
+    $z = s (w_p - w)/	au$, $\partial y/\partial w = lpha + z f'(z)$ and
+    $\partial y/\partial w_p = 1 - lpha - z f'(z)$. Autodiff would form
+    $(w - w_p) \cdot f'(z) \cdot (1/	au)$ from its factors, whose product overflows in
+    float32 for large inputs with a small temperature even though $z f'(z)$ is bounded.
+    """
+    z, _ = _steepness(w, pw, sign, inv_t, soft)
+    alpha = jnp.where(soft, sigmoid(z, kind), hard)
+    return alpha * w + (1.0 - alpha) * pw
+
+
+@_mix.defjvp
+def _mix_jvp(kind, primals, tangents):
+    w, pw, sign, inv_t, soft, hard = primals
+    dw, dpw, _, dinv_t, _, _ = tangents
+    z, inside = _steepness(w, pw, sign, inv_t, soft)
+    alpha = jnp.where(soft, sigmoid(z, kind), hard)
+    slope = jnp.where(soft & inside, _sigmoid_grad(z, kind), 0.0)
+    zf = z * slope
+    # d/d(1/τ): (w - pw) f'(z) z / (1/τ), written without 1/τ's magnitude.
+    rel = dinv_t / inv_t
+    dy = (alpha + zf) * dw + (1.0 - alpha - zf) * dpw + (w - pw) * zf * rel
+    return alpha * w + (1.0 - alpha) * pw, dy
 
 
 def network_size(n: int, network: str) -> int:
@@ -157,8 +208,10 @@ def _prepare(x, mask, temperature, descending, network):
     size = network_size(n, network)
     # `rescale` divides by a power of two; with temperature 1 it returns 1/scale exactly.
     xs, inv_scale = _perm.rescale(x, mask, jnp.ones((), x.dtype))
-    tiny = jnp.finfo(x.dtype).tiny
-    inv_t = 1.0 / jnp.maximum(temperature * inv_scale, tiny)
+    # Floor τ/scale at tiny/eps (1e-31 in float32): 1/τ times a cotangent cannot overflow in a
+    # backward pass, and only lists whose τ is below 1e-31 max|x| are sharpened less.
+    info = jnp.finfo(x.dtype)
+    inv_t = 1.0 / jnp.maximum(temperature * inv_scale, info.tiny / info.eps)
     s = -xs if descending else xs
     iota = jnp.arange(n, dtype=jnp.int32)
     if mask is None:
@@ -177,21 +230,22 @@ def _prepare(x, mask, temperature, descending, network):
     return w, valid, m, inv_t, 1.0 / inv_scale, src, size
 
 
-def _layer_alpha(w, valid, m, inv_t, row, network, kind):
-    """One layer's mixing weight per wire, the partner geometry and the new validity flags."""
+def _layer(w, valid, m, inv_t, row, network, kind):
+    """One layer: ``(alpha, lower, new wires, new validity flags)``, all ``[..., N]``."""
     size = w.shape[-1]
     lower, paired, recv_min = (jnp.broadcast_to(g, w.shape) for g in _geometry(network, size, row))
     j = row[0]
     pw = _partner(w, lower, j, w.ndim - 1)
     pv = _partner(valid, lower, j, w.ndim - 1)
     active = paired & (row[2] < m)  # [..., N]
-    both = active & valid & pv
+    soft = active & valid & pv
     swap = active & (valid != pv) & (valid != recv_min)  # the valid entry must take the min
-    d = jnp.where(recv_min, pw - w, w - pw)  # b - a of the pair, the same on both wires
-    big = 1.0 / jnp.finfo(w.dtype).eps ** 2  # f is 0 or 1 to working precision beyond this
-    z = jnp.clip(jnp.where(both, d, 0.0) * inv_t, -big, big)
-    alpha = jnp.where(both, sigmoid(z, kind), jnp.where(swap, 0.0, 1.0)).astype(w.dtype)
-    return alpha, lower, pw, jnp.where(swap, pv, valid)
+    sign = jnp.where(recv_min, 1.0, -1.0).astype(w.dtype)  # z = (b - a)/τ on both wires
+    hard = jnp.where(swap, 0.0, 1.0).astype(w.dtype)
+    z, _ = _steepness(w, pw, sign, inv_t, soft)
+    alpha = jnp.where(soft, sigmoid(z, kind), hard)
+    w_new = _mix(kind, w, pw, sign, inv_t, soft, hard)
+    return alpha, lower, w_new, jnp.where(swap, pv, valid)
 
 
 def _sort_wires(x, mask, temperature, descending, network, kind):
@@ -201,8 +255,8 @@ def _sort_wires(x, mask, temperature, descending, network, kind):
 
     def step(carry, row):
         w, valid = carry
-        alpha, _, pw, valid = _layer_alpha(w, valid, m, inv_t, row, network, kind)
-        return (alpha * w + (1.0 - alpha) * pw, valid), alpha
+        alpha, _, w, valid = _layer(w, valid, m, inv_t, row, network, kind)
+        return (w, valid), alpha
 
     (w, _), alphas = lax.scan(step, (w, valid), table)
     return w, alphas, table, scale, src, size
@@ -381,10 +435,10 @@ def network_permutation(
 
     def step(carry, row):
         w, valid, p = carry
-        alpha, lower, pw, valid = _layer_alpha(w, valid, m, inv_t, row, network, sigmoid)
+        alpha, lower, w, valid = _layer(w, valid, m, inv_t, row, network, sigmoid)
         pp = _partner(p, lower, row[0], p.ndim - 2)
         a = alpha[..., :, None]
-        return (alpha * w + (1.0 - alpha) * pw, valid, a * p + (1.0 - a) * pp), None
+        return (w, valid, a * p + (1.0 - a) * pp), None
 
     @jax.checkpoint
     def run_block(carry, rows_):
