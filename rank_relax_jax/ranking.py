@@ -51,6 +51,7 @@ def soft_rank(
     | `softsort` | ranks read off the relaxed permutation (Prillo & Eisenschlos 2020) | O(n²) |
     | `smoothi` | smooth rank indicators (Thonet et al. 2021) | O(n²) |
     | `lapsum` | $\frac12 + \sum_j \mathrm{Lap}_\tau(x_i - x_j)$ (Struski et al. 2025) | O(n log n)|
+    | `network` | relaxed bitonic / odd-even sorting network (Petersen 2021) | O(n log² n) |
 
     The pairwise methods (`sigmoid`, `probabilistic`) work in blocks: O(n) memory.
 
@@ -127,7 +128,8 @@ def soft_sort(
     | `neuralsort` | relaxed permutation times $x$ (Grover et al. 2019) | O(n²) |
     | `softsort` | relaxed permutation times $x$ (Prillo & Eisenschlos 2020) | O(n²) |
     | `smoothi` | smooth rank indicators times $x$ (Thonet et al. 2021) | O(n²) |
-    | `lapsum` | slot $r$ holds the inverse LapSum at level $r - ½$ (Struski et al. 2025) | O(n log n) |
+    | `lapsum` | inverse LapSum at level $r - ½$ in slot $r$ (Struski et al. 2025) | O(n log n) |
+    | `network` | relaxed conditional swaps on the values (Petersen 2021, 2022) | O(n log² n) |
 
     Each tends to ``jnp.sort(x)`` as ``temperature`` → 0. The sorts of ``isotonic``,
     ``neuralsort`` and ``softsort`` are monotone; SmoothI's need not be (its later rows compete
@@ -184,7 +186,8 @@ def soft_permutation(
     | `neuralsort` | unimodal row-stochastic relaxation (Grover et al. 2019) | O(n²) |
     | `softsort` | softmax of $-\lvert \mathrm{sort}(x)_r - x_j \rvert/\tau$ (Prillo 2020) | O(n²) |
     | `smoothi` | the matrix of smooth rank indicators (Thonet et al. 2021) | O(n²) |
-    | `lapsum` | differences of nested LapSum top-k masks, doubly stochastic (Struski 2025) | O(n²) |
+    | `lapsum` | differences of nested LapSum top-k masks (Struski 2025) | O(n²) |
+    | `network` | product of the relaxed swap layers (Petersen 2021) | O(n² log² n) |
 
     Args:
       x: Floating array.

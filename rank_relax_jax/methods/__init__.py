@@ -14,13 +14,14 @@ matrices whose row r weights the input entries in sorted slot r. The public wrap
 
 Modules: ``pairwise`` (sigmoid / ApproxNDCG, probabilistic / SoftRank), ``permutation``
 (NeuralSort, SoftSort), ``smoothi`` (SmoothI), ``isotonic`` (permutahedron projection, PAV),
-``lapsum`` (sums of Laplace CDFs and their closed-form inverse).
+``lapsum`` (sums of Laplace CDFs and their closed-form inverse), ``network`` (differentiable
+sorting networks).
 
 Each (operation, method) pair is registered once below, with its per-method options, in
 `rank_relax_jax.methods._registry`; a new method is one module plus its ``register`` lines here.
 """
 
-from rank_relax_jax.methods import isotonic, lapsum, pairwise, permutation, smoothi
+from rank_relax_jax.methods import isotonic, lapsum, network, pairwise, permutation, smoothi
 from rank_relax_jax.methods._registry import (
     Entry,
     Option,
@@ -79,6 +80,18 @@ register("permutation", "lapsum", lapsum.lapsum_permutation, cost="O(n²)",
          summary="doubly stochastic, differences of nested top-k masks, " + _LAPSUM)  # fmt: skip
 register("topk", "lapsum", lapsum.lapsum_topk_mask, cost="O(n log n)",
          summary="Lap_τ(x_i − s) with Σ = k exactly, " + _LAPSUM)  # fmt: skip
+_NETWORK = {
+    "network": Option("bitonic", choices=network.NETWORKS),
+    "sigmoid": Option("logistic", choices=network.SIGMOIDS),
+}
+_PETERSEN = "relaxed odd-even / bitonic sorting network (Petersen et al. 2021, 2022)"
+register("rank", "network", network.network_rank, cost="O(n log² n) bitonic, O(n²) odd-even",
+         summary=_PETERSEN, options=_NETWORK)  # fmt: skip
+register("sort", "network", network.network_sort, cost="O(n log² n) bitonic, O(n²) odd-even",
+         summary=_PETERSEN, options=_NETWORK)  # fmt: skip
+register("permutation", "network", network.network_permutation,
+         cost="O(n² log² n) bitonic, O(n³) odd-even", summary=_PETERSEN,
+         options=_NETWORK)  # fmt: skip
 
 __all__ = [
     "Entry",
