@@ -13,13 +13,15 @@ matrices whose row r weights the input entries in sorted slot r. The public wrap
 `rank_relax_jax.ranking` and `rank_relax_jax.topk` re-mask, cast and move axes.
 
 Modules: ``pairwise`` (sigmoid / ApproxNDCG, probabilistic / SoftRank), ``permutation``
-(NeuralSort, SoftSort), ``smoothi`` (SmoothI), ``isotonic`` (permutahedron projection, PAV).
+(NeuralSort, SoftSort), ``smoothi`` (SmoothI), ``isotonic`` (permutahedron projection, PAV),
+``sinkhorn`` (entropic optimal transport).
 
 Each (operation, method) pair is registered once below, with its per-method options, in
 `rank_relax_jax.methods._registry`; a new method is one module plus its ``register`` lines here.
 """
 
-from rank_relax_jax.methods import isotonic, pairwise, permutation, smoothi
+from rank_relax_jax import _checks
+from rank_relax_jax.methods import isotonic, pairwise, permutation, sinkhorn, smoothi
 from rank_relax_jax.methods._registry import (
     Entry,
     Option,
@@ -63,6 +65,23 @@ register("topk", "isotonic", isotonic.isotonic_topk_mask, cost="O(n log n)",
          options=_ISOTONIC)  # fmt: skip
 register("topk", "sigmoid", pairwise.sigmoid_topk_mask, cost="O(n log n)",
          summary="σ((x_i − t)/τ), t midway between the k-th and (k+1)-th largest")  # fmt: skip
+
+_SINKHORN = {
+    "squash": Option("sigmoid", choices=sinkhorn.SQUASHES),
+    "num_iterations": Option(sinkhorn.NUM_ITERATIONS, check=_checks.check_positive_int),
+    "threshold": Option(sinkhorn.THRESHOLD, check=sinkhorn.check_threshold),
+}
+_CUTURI = "entropic optimal transport onto a sorted grid (Cuturi et al. 2019)"
+_SINKHORN_COST = "O(n² · iterations)"
+register("rank", "sinkhorn", sinkhorn.sinkhorn_rank, cost=_SINKHORN_COST, summary=_CUTURI,
+         options=_SINKHORN)  # fmt: skip
+register("sort", "sinkhorn", sinkhorn.sinkhorn_sort, cost=_SINKHORN_COST, summary=_CUTURI,
+         options=_SINKHORN)  # fmt: skip
+register("permutation", "sinkhorn", sinkhorn.sinkhorn_permutation, cost=_SINKHORN_COST,
+         summary=_CUTURI, options=_SINKHORN)  # fmt: skip
+register("topk", "sinkhorn", sinkhorn.sinkhorn_topk_mask, cost="O(n · iterations)",
+         summary="entropic optimal transport onto 2 targets (Xie et al. 2020)",
+         options=_SINKHORN)  # fmt: skip
 
 __all__ = [
     "Entry",
