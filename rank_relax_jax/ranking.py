@@ -47,6 +47,7 @@ def soft_rank(
     | `neuralsort` | ranks read off the relaxed permutation (Grover et al. 2019) | O(n²) |
     | `softsort` | ranks read off the relaxed permutation (Prillo & Eisenschlos 2020) | O(n²) |
     | `smoothi` | smooth rank indicators (Thonet et al. 2021) | O(n²) |
+    | `sinkhorn` | entropic optimal transport onto a grid (Cuturi et al. 2019) | O(n² · iters) |
 
     The pairwise methods (`sigmoid`, `probabilistic`) work in blocks: O(n) memory.
 

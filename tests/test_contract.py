@@ -91,6 +91,7 @@ OPS = [
     _topk_op("sigmoid"),
     _topk_op("isotonic"),
     _topk_op("isotonic", regularization="kl"),
+    _topk_op("sinkhorn"),
     Op("rank", _exact_rank, "elementwise", smooth=False),
     Op("topk_mask", _exact_topk, "elementwise", smooth=False, descending=False),
 ]
