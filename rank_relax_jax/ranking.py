@@ -52,6 +52,7 @@ def soft_rank(
     | `smoothi` | smooth rank indicators (Thonet et al. 2021) | O(n²) |
     | `lapsum` | $\frac12 + \sum_j \mathrm{Lap}_\tau(x_i - x_j)$ (Struski et al. 2025) | O(n log n)|
     | `network` | relaxed bitonic / odd-even sorting network (Petersen 2021) | O(n log² n) |
+    | `sinkhorn` | entropic optimal transport onto a grid (Cuturi et al. 2019) | O(n² · iters) |
 
     The pairwise methods (`sigmoid`, `probabilistic`) work in blocks: O(n) memory.
 

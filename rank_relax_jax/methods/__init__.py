@@ -15,13 +15,22 @@ matrices whose row r weights the input entries in sorted slot r. The public wrap
 Modules: ``pairwise`` (sigmoid / ApproxNDCG, probabilistic / SoftRank), ``permutation``
 (NeuralSort, SoftSort), ``smoothi`` (SmoothI), ``isotonic`` (permutahedron projection, PAV),
 ``lapsum`` (sums of Laplace CDFs and their closed-form inverse), ``network`` (differentiable
-sorting networks).
+sorting networks), ``sinkhorn`` (entropic optimal transport).
 
 Each (operation, method) pair is registered once below, with its per-method options, in
 `rank_relax_jax.methods._registry`; a new method is one module plus its ``register`` lines here.
 """
 
-from rank_relax_jax.methods import isotonic, lapsum, network, pairwise, permutation, smoothi
+from rank_relax_jax import _checks
+from rank_relax_jax.methods import (
+    isotonic,
+    lapsum,
+    network,
+    pairwise,
+    permutation,
+    sinkhorn,
+    smoothi,
+)
 from rank_relax_jax.methods._registry import (
     Entry,
     Option,
@@ -92,6 +101,22 @@ register("sort", "network", network.network_sort, cost="O(n log² n) bitonic, O(
 register("permutation", "network", network.network_permutation,
          cost="O(n² log² n) bitonic, O(n³) odd-even", summary=_PETERSEN,
          options=_NETWORK)  # fmt: skip
+_SINKHORN = {
+    "squash": Option("sigmoid", choices=sinkhorn.SQUASHES),
+    "num_iterations": Option(sinkhorn.NUM_ITERATIONS, check=_checks.check_positive_int),
+    "threshold": Option(sinkhorn.THRESHOLD, check=sinkhorn.check_threshold),
+}
+_CUTURI = "entropic optimal transport onto a sorted grid (Cuturi et al. 2019)"
+_SINKHORN_COST = "O(n² · iterations)"
+register("rank", "sinkhorn", sinkhorn.sinkhorn_rank, cost=_SINKHORN_COST, summary=_CUTURI,
+         options=_SINKHORN)  # fmt: skip
+register("sort", "sinkhorn", sinkhorn.sinkhorn_sort, cost=_SINKHORN_COST, summary=_CUTURI,
+         options=_SINKHORN)  # fmt: skip
+register("permutation", "sinkhorn", sinkhorn.sinkhorn_permutation, cost=_SINKHORN_COST,
+         summary=_CUTURI, options=_SINKHORN)  # fmt: skip
+register("topk", "sinkhorn", sinkhorn.sinkhorn_topk_mask, cost="O(n · iterations)",
+         summary="entropic optimal transport onto 2 targets (Xie et al. 2020)",
+         options=_SINKHORN)  # fmt: skip
 
 __all__ = [
     "Entry",
