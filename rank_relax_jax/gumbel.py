@@ -35,7 +35,7 @@ import jax
 import jax.numpy as jnp
 from jax.typing import ArrayLike
 
-from rank_relax_jax import _axis, _checks
+from rank_relax_jax import _axis, _checks, _sort
 
 __all__ = [
     "GumbelTopK",
@@ -148,23 +148,30 @@ def _onehot_argmax(z: jax.Array, valid: jax.Array) -> jax.Array:
 
 
 def _khot(indices: jax.Array, selected: jax.Array, n: int, dtype: Any) -> jax.Array:
-    """``[..., n]`` mask, 1 at ``indices[..., j]`` where ``selected[..., j]`` (distinct indices)."""
-    batch, k = indices.shape[:-1], indices.shape[-1]
-    idx = indices.reshape(-1, k)
-    rows = jnp.arange(idx.shape[0])[:, None]
-    out = jnp.zeros((idx.shape[0], n), dtype)
-    out = out.at[rows, idx].set(selected.reshape(-1, k).astype(dtype), unique_indices=True)
-    return out.reshape(*batch, n)
+    """``[..., n]`` mask, 1 at ``indices[..., j]`` where ``selected[..., j]`` (distinct indices).
+
+    A 1-D scatter vmapped over the batch axes, so a sharded batch stays on its devices.
+    """
+
+    def one(idx: jax.Array, sel: jax.Array) -> jax.Array:
+        return jnp.zeros((n,), dtype).at[idx].set(sel.astype(dtype), unique_indices=True)
+
+    for _ in range(indices.ndim - 1):
+        one = jax.vmap(one)
+    return one(indices, selected)
 
 
 def _topk_of(keys: jax.Array, valid: jax.Array, k: int) -> tuple[jax.Array, jax.Array]:
     """Indices of the k largest valid keys and which of them are real selections.
 
     Invalid entries and NaN keys rank below everything (``-inf``); with fewer than ``k`` such
-    entries the remaining slots are marked unselected.
+    entries the remaining slots are marked unselected. The library's stable sort rather than
+    ``lax.top_k``: XLA:CPU lowers ``top_k`` to a custom call that its SPMD partitioner cannot
+    split, so a batch sharded over devices was all-gathered; same order (ties: lower index).
     """
     ok = valid & ~jnp.isnan(keys)
-    _, idx = jax.lax.top_k(jnp.where(ok, keys, -jnp.inf), k)
+    idx = _sort.argsort(jnp.where(ok, keys, jnp.zeros((), keys.dtype)), ok, descending=True)
+    idx = idx[..., :k]
     return idx, jnp.take_along_axis(ok, idx, axis=-1)
 
 
