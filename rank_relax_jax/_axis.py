@@ -13,7 +13,6 @@ is exactly 0 and its gradient exactly 0): the double-``where`` pattern of ``jax.
 from __future__ import annotations
 
 import dataclasses
-import math
 from typing import Any
 
 import jax
@@ -145,16 +144,18 @@ def prepare(fn: str, x: Any, *, axis: int = -1, where: Any = None, name: str = "
 def unsort(perm: jax.Array, values: jax.Array) -> jax.Array:
     """Inverse of ``take_along_axis(v, perm, -1)``: ``out[..., perm[..., i]] = values[..., i]``.
 
-    A scatter, O(n), instead of a second sort to invert the permutation.
+    A scatter, O(n), instead of a second sort to invert the permutation. Written as a 1-D
+    scatter vmapped over the batch axes, so the scatter carries batch dimensions and XLA's SPMD
+    partitioner keeps a sharded batch on its devices (explicit row indices over a flattened
+    batch made it all-gather the batch).
     """
-    batch = perm.shape[:-1]
-    n = perm.shape[-1]
-    rows = math.prod(batch)  # not reshape(-1, n): that is ambiguous when n == 0
-    p2 = perm.reshape(rows, n)
-    v2 = values.reshape(rows, n)
-    rows = jnp.arange(p2.shape[0])[:, None]
-    out = jnp.zeros_like(v2).at[rows, p2].set(v2, unique_indices=True)
-    return out.reshape(*batch, n)
+
+    def one(p: jax.Array, v: jax.Array) -> jax.Array:
+        return jnp.zeros_like(v).at[p].set(v, unique_indices=True)
+
+    for _ in range(perm.ndim - 1):
+        one = jax.vmap(one)
+    return one(perm, values)
 
 
 def argsort_valid(x: jax.Array, mask: jax.Array | None, *, descending: bool) -> jax.Array:

@@ -21,9 +21,28 @@ def is_traced(value: Any) -> bool:
     return isinstance(value, jax.core.Tracer)
 
 
+def as_array(fn: str, name: str, x: Any) -> jax.Array:
+    """Converts ``x`` to an array as ``jnp.asarray`` does (lists and NumPy arrays are accepted).
+
+    ``None``, strings and other objects that are not numeric arrays raise a TypeError naming
+    ``fn`` and ``name`` here, instead of jax's own message that names neither.
+    """
+    if isinstance(x, jax.Array | jax.core.Tracer):
+        return x
+    if x is None or isinstance(x, str | bytes):
+        raise TypeError(f"{fn}: argument `{name}` must be an array; got {type(x).__name__}.")
+    try:
+        return jnp.asarray(x)
+    except (TypeError, ValueError) as err:
+        raise TypeError(
+            f"{fn}: argument `{name}` must be an array (or a nested list of numbers); got "
+            f"{type(x).__name__}: {err}"
+        ) from None
+
+
 def check_floating(fn: str, name: str, x: Any) -> jax.Array:
     """Converts ``x`` to an array and checks that its dtype is floating."""
-    x = jnp.asarray(x)
+    x = as_array(fn, name, x)
     if not jnp.issubdtype(x.dtype, jnp.floating):
         raise TypeError(
             f"{fn}: argument `{name}` must have a floating dtype (float16, bfloat16, float32 or "
@@ -106,6 +125,19 @@ def check_positive(fn: str, name: str, value: Any) -> Any:
     return value
 
 
+def check_float_dtype(fn: str, name: str, dtype: Any) -> Any:
+    """Checks that ``dtype`` (a dtype argument, not an array) names a floating dtype."""
+    try:
+        ok = jnp.issubdtype(np.dtype(dtype), jnp.floating)
+    except TypeError:
+        ok = False
+    if not ok:
+        raise TypeError(
+            f"{fn}: argument `{name}` must be a floating dtype (e.g. jnp.float32); got {dtype!r}."
+        )
+    return dtype
+
+
 def check_choice(fn: str, name: str, value: Any, valid: Sequence[str]) -> str:
     """Checks that ``value`` is one of the strings in ``valid``."""
     if not isinstance(value, str) or value not in valid:
@@ -118,7 +150,7 @@ def check_where(fn: str, where: Any, shape: tuple[int, ...]) -> jax.Array | None
     """Checks a ``where`` mask and broadcasts it to ``shape``; ``None`` stays ``None``."""
     if where is None:
         return None
-    where = jnp.asarray(where)
+    where = as_array(fn, "where", where)
     if where.dtype != jnp.bool_:
         raise TypeError(
             f"{fn}: argument `where` must be a boolean array (True = valid, False = padding); "
@@ -166,7 +198,14 @@ def check_key(fn: str, key: Any) -> jax.Array:
             )
         batch_shape = arr.shape[:-1]
         if not batch_shape:
-            key = jax.random.wrap_key_data(jnp.asarray(arr))
+            try:
+                key = jax.random.wrap_key_data(jnp.asarray(arr))
+            except (TypeError, ValueError):
+                raise TypeError(
+                    f"{fn}: argument `key` must be a PRNG key from `jax.random.key(seed)` or "
+                    f"`jax.random.PRNGKey(seed)`; got uint32 key data of shape {arr.shape}, "
+                    f"which is not a key of the default PRNG implementation."
+                ) from None
     if batch_shape:
         raise ValueError(
             f"{fn}: argument `key` must be a single PRNG key; got a batch of keys with shape "

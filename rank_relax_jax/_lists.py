@@ -32,8 +32,9 @@ def prepare_pair(
     Labels may have any real dtype (integer relevance grades are common); they are cast to the
     scores' compute dtype. Returns the scores' frame and the ``[..., n]`` labels with padding 0.
     """
+    scores = _checks.check_floating(fn, names[0], scores)  # jnp.shape of a list is deprecated
     frame = _axis.prepare(fn, scores, axis=axis, where=where, name=names[0])
-    labels = jnp.asarray(labels)
+    labels = _checks.as_array(fn, names[1], labels)
     if jnp.shape(labels) != jnp.shape(scores):
         raise ValueError(
             f"{fn}: argument `{names[1]}` must have the shape of `{names[0]}` "

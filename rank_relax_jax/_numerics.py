@@ -23,6 +23,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from rank_relax_jax import _sort
+
 
 def log_zero(dtype: Any) -> jax.Array:
     """The finite value that stands for ``log 0`` (a masked logit, an additive bias for M = 0).
@@ -131,13 +133,17 @@ def khot(indices: jax.Array, n: int, dtype: Any, selected: jax.Array | None = No
       >>> khot(jnp.array([[2, 0]]), 4, jnp.float32)
       Array([[1., 0., 1., 0.]], dtype=float32)
     """
-    batch, k = indices.shape[:-1], indices.shape[-1]
-    idx = indices.reshape(-1, k)
-    rows = jnp.arange(idx.shape[0])[:, None]
-    ones = jnp.ones(idx.shape, dtype) if selected is None else selected.reshape(-1, k)
-    out = jnp.zeros((idx.shape[0], n), dtype)
-    out = out.at[rows, idx].set(ones.astype(dtype), unique_indices=True)
-    return out.reshape(*batch, n)
+    # A 1-D scatter vmapped over the batch axes (not one flattened 2-D scatter), so a batch
+    # sharded over devices stays on its devices.
+    if selected is None:
+        selected = jnp.ones(indices.shape, bool)
+
+    def one(idx: jax.Array, sel: jax.Array) -> jax.Array:
+        return jnp.zeros((n,), dtype).at[idx].set(sel.astype(dtype), unique_indices=True)
+
+    for _ in range(indices.ndim - 1):
+        one = jax.vmap(one)
+    return one(indices, selected)
 
 
 def selectable(x: jax.Array, mask: jax.Array | None) -> tuple[jax.Array, jax.Array]:
@@ -157,8 +163,11 @@ def topk_indices(keys: jax.Array, valid: jax.Array, k: int) -> tuple[jax.Array, 
     """Indices of the ``k`` largest valid keys, and which of them are real selections.
 
     Invalid entries and NaN keys rank below everything; with fewer than ``k`` valid keys the
-    remaining slots are marked unselected. One ``lax.top_k``, O(n log k).
+    remaining slots are marked unselected. The library's stable sort rather than
+    ``lax.top_k``: XLA:CPU lowers ``top_k`` to a custom call that its SPMD partitioner cannot
+    split, so a batch sharded over devices was all-gathered; same order (ties: lower index).
     """
     ok = valid & ~jnp.isnan(keys)
-    _, idx = jax.lax.top_k(jnp.where(ok, keys, -jnp.inf), k)
+    idx = _sort.argsort(jnp.where(ok, keys, jnp.zeros((), keys.dtype)), ok, descending=True)
+    idx = idx[..., :k]
     return idx, jnp.take_along_axis(ok, idx, axis=-1)

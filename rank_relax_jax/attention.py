@@ -75,7 +75,7 @@ def _check_segment_ids(fn: str, segment_ids: Any) -> jax.Array:
             f"{fn}: argument `segment_ids` is required: an integer array [..., kv_len] giving the "
             f"document of every key token (-1 for tokens outside every document)."
         )
-    ids = jnp.asarray(segment_ids)
+    ids = _checks.as_array(fn, "segment_ids", segment_ids)
     if not jnp.issubdtype(ids.dtype, jnp.integer):
         raise TypeError(
             f"{fn}: argument `segment_ids` must have an integer dtype (document index per key "
@@ -228,6 +228,8 @@ def attention_bias(
       (1, 6, 2, 4)
     """
     fn = "attention_bias"
+    if dtype is not None:
+        _checks.check_float_dtype(fn, "dtype", dtype)
     ids = _check_segment_ids(fn, segment_ids)
     if (doc_mask is None) == (log_doc_mask is None):
         raise ValueError(
@@ -282,6 +284,8 @@ def combine_bias_and_mask(
       Array([ 0.000000e+00, -1.000000e+00, -8.507059e+37], dtype=float32)
     """
     fn = "combine_bias_and_mask"
+    if dtype is not None:
+        _checks.check_float_dtype(fn, "dtype", dtype)
     arrays = []
     if bias is not None:
         bias = _checks.check_floating(fn, "bias", bias)
@@ -291,7 +295,7 @@ def combine_bias_and_mask(
     for i, m in enumerate(masks):
         if m is None:
             continue
-        m = jnp.asarray(m)
+        m = _checks.as_array(fn, f"masks[{i}]", m)
         if m.dtype != jnp.bool_:
             raise TypeError(
                 f"{fn}: mask argument {i} must be boolean (True = attend); got dtype {m.dtype}."
@@ -384,7 +388,7 @@ def _dma_weights(
 
     valid = None
     if mask is not None:
-        mask = jnp.asarray(mask)
+        mask = _checks.as_array(fn, "mask", mask)
         if mask.dtype != jnp.bool_:
             raise TypeError(
                 f"{fn}: argument `mask` must be boolean (True = attend); got dtype {mask.dtype}."

@@ -667,20 +667,6 @@ def test_linen_patterns_under_grad_and_jit(form):
         np.testing.assert_allclose(jax.jit(jax.grad(loss))(m), ref, atol=1e-5)
 
 
-def test_per_call_adapter_errors():
-    fn = att.make_flax_attention_fn()
-    q, k, v = qkv(0, dtype=jnp.float32)
-    with pytest.raises(ValueError, match=r"make_flax_attention_fn.*DocumentMask"):
-        fn(q, k, v)
-    fixed = att.make_flax_attention_fn(jnp.ones((2, 4)), IDS)
-    with pytest.raises(ValueError, match=r"built with a document mask.*DocumentMask"):
-        fixed(q, k, v, mask=att.DocumentMask(jnp.ones((2, 4)), IDS))
-    with pytest.raises(ValueError, match=r"multiplicative.*doc_mask"):
-        fn(q, k, v, mask=att.DocumentMask(log_doc_mask=jnp.zeros((2, 4)), segment_ids=IDS))
-    with pytest.raises(TypeError, match="segment_ids"):
-        fn(q, k, v, mask=att.DocumentMask(jnp.ones((2, 4))))
-
-
 def test_additive_adapter_without_flax_names_the_extra(monkeypatch):
     import sys
 
@@ -739,66 +725,3 @@ def test_core_module_does_not_import_flax():
         "assert not any(m == 'flax' or m.startswith('flax.') for m in sys.modules), 'flax'"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
-
-
-@pytest.mark.parametrize(
-    "call,exc,words",
-    [
-        (
-            lambda: att.doc_mask_to_tokens(jnp.ones(3), jnp.zeros(3)),
-            TypeError,
-            ["doc_mask_to_tokens", "segment_ids", "integer"],
-        ),
-        (
-            lambda: att.doc_mask_to_tokens(jnp.ones(3, int), jnp.zeros(3, int)),
-            TypeError,
-            ["doc_mask_to_tokens", "doc_values", "floating"],
-        ),
-        (
-            lambda: att.doc_mask_to_tokens(jnp.ones((2, 3)), jnp.zeros((3, 5), int)),
-            ValueError,
-            ["doc_mask_to_tokens", "doc_values", "segment_ids", "broadcast"],
-        ),
-        (
-            lambda: att.attention_bias(jnp.ones(3), jnp.zeros(3, int), log_doc_mask=jnp.zeros(3)),
-            ValueError,
-            ["attention_bias", "doc_mask", "log_doc_mask", "both"],
-        ),
-        (
-            lambda: att.dma_attention(
-                *qkv(0, heads=3, kv_heads=2), doc_mask=jnp.ones((2, 4)), segment_ids=IDS
-            ),
-            ValueError,
-            ["dma_attention", "heads"],
-        ),
-        (
-            lambda: att.dma_attention(*qkv(0), doc_mask=jnp.ones((2, 4)), segment_ids=IDS[:, :5]),
-            ValueError,
-            ["dma_attention", "segment_ids", "kv_len"],
-        ),
-        (
-            lambda: att.dma_attention(
-                *qkv(0), doc_mask=jnp.ones((2, 4)), segment_ids=IDS, mask=jnp.ones((3, 3, 11), bool)
-            ),
-            ValueError,
-            ["dma_attention", "mask", "broadcastable"],
-        ),
-        (
-            lambda: att.make_flax_attention_fn(jnp.ones(2), jnp.zeros(2, int), form="sum"),
-            ValueError,
-            ["make_flax_attention_fn", "form", "additive"],
-        ),
-        (
-            lambda: att.make_flax_attention_fn(
-                log_doc_mask=jnp.ones(2), segment_ids=jnp.zeros(2, int)
-            ),
-            ValueError,
-            ["make_flax_attention_fn", "doc_mask", "additive"],
-        ),
-    ],
-)
-def test_errors_name_function_and_argument(call, exc, words):
-    with pytest.raises(exc) as info:
-        call()
-    for word in words:
-        assert word in str(info.value)

@@ -1,100 +1,686 @@
-"""Misuse raises a ValueError/TypeError that names the function and the argument."""
+"""The bad-input table: one row per (public function, kind of misuse).
+
+Every row checks the exact exception type and that the message names the public function and
+the argument (and, where it helps, what was expected and what came). No misuse may surface as an
+error from inside jax or XLA, whose message names neither. The generic kinds (wrong rank, bad
+axis, bad ``k``, non-floating input, mismatched ``where``, bad concrete temperature, unknown method
+or option, bad key, non-array input) are generated for every public function that has the
+argument; function-specific misuse follows as explicit rows.
+
+Decisions recorded here: nested lists are accepted wherever an array is (as ``jnp`` functions
+accept them); ``None`` and strings raise ``TypeError``. The metrics clip a ``k`` above the list
+length to it (documented), so ``k > n`` is only an error for the operators that select ``k``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import pytest
 
-from rank_relax_jax import ranking, topk
+from rank_relax_jax import attention, gumbel, losses, metrics, ranking, topk
 
 X = jnp.array([[0.3, 1.0, -2.0], [1.0, 2.0, 3.0]])
+Y = jnp.array([[1.0, 0.0, 2.0], [0.0, 1.0, 1.0]])
+KEY = jax.random.key(0)
+NAN = float("nan")
 
-CASES = [
-    # (call, exception, fragments the message must contain)
-    (
-        lambda: ranking.soft_rank(X, method="bogus"),
-        ValueError,
-        ["soft_rank", "`method`", "'sigmoid'", "'bogus'"],
+
+@dataclasses.dataclass(frozen=True)
+class Fn:
+    """A public function and the arguments it has, for generating rows."""
+
+    fn: Callable
+    x: str = "x"  # name of the ranked array argument
+    labels: bool = False
+    key: bool = False
+    k: str | None = None  # "select" (1..n, an error above n) or "metric" (k >= 1, clipped)
+    temperature: tuple[str, ...] = ()
+    method: bool = False
+    axis: bool = True
+
+    @property
+    def name(self) -> str:
+        return self.fn.__name__
+
+    def __call__(self, x=X, *, key=KEY, k=1, drop=(), **kw):
+        args = {self.x: x}
+        if self.labels:
+            args["labels"] = Y if np.shape(x) == X.shape else x
+        if self.key:
+            args["key"] = key
+        if self.k is not None:
+            args["k"] = k
+        if self.name == "perturbed_topk_mask":
+            args["num_samples"] = 4
+        args.update(kw)
+        for name in drop:
+            del args[name]
+        return self.fn(**args)
+
+
+SOFT = ("temperature",)
+FNS = [
+    Fn(ranking.soft_rank, temperature=SOFT, method=True),
+    Fn(ranking.soft_sort, temperature=SOFT, method=True),
+    Fn(ranking.soft_permutation, temperature=SOFT, method=True),
+    Fn(ranking.rank),
+    Fn(topk.topk_mask, k="select"),
+    Fn(topk.soft_topk_mask, k="select", temperature=SOFT, method=True),
+    Fn(gumbel.gumbel_softmax, x="logits", key=True, temperature=("temperature", "scale")),
+    Fn(
+        gumbel.relaxed_topk_gumbel,
+        x="scores",
+        key=True,
+        k="select",
+        temperature=("temperature", "scale"),
     ),
-    (
-        lambda: ranking.soft_sort(X, method="sigmoid"),
-        ValueError,
-        ["soft_sort", "`method`", "'neuralsort'"],
+    Fn(
+        gumbel.relaxed_topk_gumbel_log,
+        x="scores",
+        key=True,
+        k="select",
+        temperature=("temperature", "scale"),
     ),
-    (
-        lambda: ranking.soft_permutation(X, method="isotonic"),
-        ValueError,
-        ["soft_permutation", "`method`"],
+    Fn(
+        gumbel.relaxed_subset_sample,
+        x="scores",
+        key=True,
+        k="select",
+        temperature=("temperature", "scale"),
     ),
-    (lambda: topk.soft_topk_mask(X, 1, method="nope"), ValueError, ["soft_topk_mask", "`method`"]),
-    (lambda: ranking.rank(X, ties="random"), ValueError, ["rank", "`ties`", "'dense'"]),
-    (
-        lambda: ranking.soft_rank(X, method="sigmoid", regularization="kl"),
-        ValueError,
-        ["soft_rank", "`regularization`"],
+    Fn(gumbel.gumbel_topk, x="scores", key=True, k="select", temperature=("scale",)),
+    Fn(
+        gumbel.gumbel_attention_mask,
+        x="reranker_scores",
+        key=True,
+        k="select",
+        temperature=("temperature", "scale"),
+        method=True,
+        axis=False,
     ),
-    (
-        lambda: ranking.soft_rank(X, regularization="l1"),
-        ValueError,
-        ["soft_rank", "`regularization`", "'kl'"],
+    Fn(gumbel.perturbed_topk_mask, key=True, k="select", temperature=("sigma",)),
+    Fn(losses.spearman_loss, x="scores", labels=True, temperature=SOFT, method=True),
+    Fn(
+        losses.ndcg_loss,
+        x="scores",
+        labels=True,
+        k="metric",
+        temperature=("temperature", "cutoff_temperature"),
+        method=True,
     ),
-    (
-        lambda: ranking.soft_rank(X, method="sigmoid", axis=2),
-        ValueError,
-        ["soft_rank", "`axis`", "got 2"],
-    ),
-    (lambda: ranking.rank(X, axis=-3), ValueError, ["rank", "`axis`"]),
-    (lambda: topk.topk_mask(X, 1, axis=1.0), TypeError, ["topk_mask", "`axis`"]),
-    (
-        lambda: ranking.soft_rank(jnp.float32(1.0), method="sigmoid"),
-        ValueError,
-        ["soft_rank", "`x`", "scalar"],
-    ),
-    (
-        lambda: ranking.soft_rank(jnp.arange(3), method="sigmoid"),
-        TypeError,
-        ["soft_rank", "`x`", "floating", "int"],
-    ),
-    (lambda: ranking.rank(jnp.array([True, False])), TypeError, ["rank", "`x`", "bool"]),
-    (lambda: topk.topk_mask(jnp.arange(3), 1), TypeError, ["topk_mask", "`x`"]),
-    (
-        lambda: ranking.soft_rank(X, method="sigmoid", where=jnp.ones((2,), bool)),
-        ValueError,
-        ["soft_rank", "`where`", "(2,)", "(2, 3)"],
-    ),
-    (lambda: ranking.rank(X, where=jnp.ones((2, 3))), TypeError, ["rank", "`where`", "boolean"]),
-    (
-        lambda: ranking.soft_rank(X, method="sigmoid", temperature=0.0),
-        ValueError,
-        ["soft_rank", "`temperature`", "positive"],
-    ),
-    (
-        lambda: ranking.soft_sort(X, method="neuralsort", temperature=-1.0),
-        ValueError,
-        ["soft_sort", "`temperature`"],
-    ),
-    (
-        lambda: topk.soft_topk_mask(X, 1, method="sigmoid", temperature=float("nan")),
-        ValueError,
-        ["soft_topk_mask", "`temperature`"],
-    ),
-    (
-        lambda: ranking.soft_rank(X, method="sigmoid", temperature=jnp.ones(2)),
-        ValueError,
-        ["soft_rank", "`temperature`", "scalar"],
-    ),
-    (lambda: topk.topk_mask(X, 0), ValueError, ["topk_mask", "`k`", "1..3", "got 0"]),
-    (lambda: topk.topk_mask(X, 4), ValueError, ["topk_mask", "`k`", "got 4"]),
-    (lambda: topk.soft_topk_mask(X, 4, method="sigmoid"), ValueError, ["soft_topk_mask", "`k`"]),
-    (lambda: topk.topk_mask(X, 1.5), TypeError, ["topk_mask", "`k`"]),
+    Fn(losses.listmle_loss, x="scores", labels=True),
+    Fn(losses.listnet_loss, x="scores", labels=True),
+    Fn(losses.pairwise_logistic_loss, x="scores", labels=True),
+    Fn(metrics.ndcg, x="scores", labels=True, k="metric"),
+    Fn(metrics.recall_at_k, x="scores", labels=True, k="metric"),
+    Fn(metrics.precision_at_k, x="scores", labels=True, k="metric"),
+    Fn(metrics.mrr, x="scores", labels=True, k="metric"),
+    Fn(metrics.average_precision, x="scores", labels=True),
+    Fn(metrics.spearman, x="scores", labels=True),
+    Fn(metrics.kendall_tau, x="scores", labels=True),
 ]
 
 
-@pytest.mark.parametrize("call, exc, fragments", CASES)
+def _generated_rows():
+    """(id, call, exception, fragments) for every generic kind of misuse each function has."""
+    rows = []
+
+    def add(f, kind, call, exc, *fragments, python=False):
+        # Our messages start "fn: ..."; Python's own (unknown keyword, missing argument) "fn()".
+        who = f"{f.name}()" if python else f"{f.name}:"
+        rows.append(pytest.param(call, exc, [who, *fragments], id=f"{f.name}-{kind}"))
+
+    for f in FNS:
+        x = f"`{f.x}`"
+        add(f, "rank0", lambda f=f: f(jnp.float32(1.0)), ValueError, x, "scalar")
+        if f.axis:
+            add(f, "axis-out-of-range", lambda f=f: f(axis=2), ValueError, "`axis`", "got 2")
+            add(f, "axis-negative", lambda f=f: f(axis=-3), ValueError, "`axis`", "got -3")
+            add(f, "axis-float", lambda f=f: f(axis=1.0), TypeError, "`axis`", "int")
+        else:
+            add(
+                f,
+                "axis",
+                lambda f=f: f(axis=0),
+                TypeError,
+                "unexpected keyword",
+                "'axis'",
+                python=True,
+            )
+        for dtype in (jnp.int32, jnp.bool_, jnp.complex64):
+            name = jnp.dtype(dtype).name
+            add(
+                f,
+                f"dtype-{name}",
+                lambda f=f, d=dtype: f(X.astype(d)),
+                TypeError,
+                x,
+                "floating",
+                name,
+            )
+        add(
+            f,
+            "where-shape",
+            lambda f=f: f(where=jnp.ones((2,), bool)),
+            ValueError,
+            "`where`",
+            "(2,)",
+            "(2, 3)",
+        )
+        add(
+            f, "where-dtype", lambda f=f: f(where=jnp.ones((2, 3))), TypeError, "`where`", "boolean"
+        )
+        add(f, "where-str", lambda f=f: f(where="all"), TypeError, "`where`", "array")
+        for t in f.temperature:
+            for bad in (0.0, -1.0, NAN):
+                add(
+                    f,
+                    f"{t}={bad}",
+                    lambda f=f, t=t, b=bad: f(**{t: b}),
+                    ValueError,
+                    f"`{t}`",
+                    "positive",
+                )
+            add(
+                f,
+                f"{t}-vector",
+                lambda f=f, t=t: f(**{t: jnp.ones(2)}),
+                ValueError,
+                f"`{t}`",
+                "scalar",
+            )
+            add(f, f"{t}-str", lambda f=f, t=t: f(**{t: "hot"}), TypeError, f"`{t}`", "real")
+        if f.method:
+            add(
+                f,
+                "method-unknown",
+                lambda f=f: f(method="bogus"),
+                ValueError,
+                "`method`",
+                "'bogus'",
+                "must be one of",
+            )
+        if f.k == "select":
+            for bad in (0, -1, 4):
+                add(
+                    f,
+                    f"k={bad}",
+                    lambda f=f, b=bad: f(k=b),
+                    ValueError,
+                    "`k`",
+                    "1..3",
+                    f"got {bad}",
+                )
+            add(f, "k-float", lambda f=f: f(k=1.5), TypeError, "`k`", "static")
+        elif f.k == "metric":
+            for bad in (0, -1):
+                add(f, f"k={bad}", lambda f=f, b=bad: f(k=b), ValueError, "`k`", "positive")
+            add(f, "k-float", lambda f=f: f(k=1.5), TypeError, "`k`", "static")
+        if f.key:
+            batched = (jax.random.split(KEY, 2), jax.random.split(jax.random.PRNGKey(0), 2))
+            for i, keys in enumerate(batched):
+                add(
+                    f,
+                    f"key-batched{i}",
+                    lambda f=f, ks=keys: f(key=ks),
+                    ValueError,
+                    "`key`",
+                    "vmap",
+                )
+            for label, bad in [
+                ("float", 1.5),
+                ("int", 3),
+                ("None", None),
+                ("array", X),
+                ("uint32-shape3", jnp.zeros(3, jnp.uint32)),
+            ]:
+                add(
+                    f,
+                    f"key-{label}",
+                    lambda f=f, b=bad: f(key=b),
+                    TypeError,
+                    "`key`",
+                    "jax.random.key",
+                )
+            add(
+                f,
+                "key-missing",
+                lambda f=f: f(drop=("key",)),
+                TypeError,
+                "missing",
+                "'key'",
+                python=True,
+            )
+        # Unknown keyword option: the registry's message for the soft ops, Python's otherwise.
+        registry = f.method and f.name.startswith("soft_")
+        add(
+            f,
+            "option-unknown",
+            lambda f=f: f(bogus=1),
+            TypeError,
+            "unexpected keyword",
+            "`bogus`" if registry else "'bogus'",
+            python=not registry,
+        )
+        add(f, "x-None", lambda f=f: f(None), TypeError, x, "must be an array", "NoneType")
+        add(f, "x-str", lambda f=f: f("abc"), TypeError, x, "must be an array", "str")
+        if f.labels:
+            add(f, "labels-None", lambda f=f: f(labels=None), TypeError, "`labels`", "NoneType")
+            add(f, "labels-shape", lambda f=f: f(labels=Y[:, :2]), ValueError, "`labels`", "shape")
+            add(
+                f,
+                "labels-complex",
+                lambda f=f: f(labels=Y.astype(jnp.complex64)),
+                TypeError,
+                "`labels`",
+                "real",
+            )
+    return rows
+
+
+def _qkv(heads=2, kv_heads=None, kv_len=5):
+    kv_heads = heads if kv_heads is None else kv_heads
+    q = jnp.zeros((1, 3, heads, 4))
+    k = jnp.zeros((1, kv_len, kv_heads, 4))
+    return q, k, k
+
+
+IDS = jnp.array([[-1, 0, 0, 1, 1]])
+DM = jnp.ones((1, 2))
+
+SPECIFIC = [
+    # (id, call, exception, fragments)
+    (
+        "soft_sort-method-of-another-op",
+        lambda: ranking.soft_sort(X, method="sigmoid"),
+        ValueError,
+        ["soft_sort:", "`method`", "'neuralsort'"],
+    ),
+    (
+        "soft_permutation-method-of-another-op",
+        lambda: ranking.soft_permutation(X, method="isotonic"),
+        ValueError,
+        ["soft_permutation:", "`method`"],
+    ),
+    (
+        "soft_rank-option-of-another-method",
+        lambda: ranking.soft_rank(X, method="sigmoid", regularization="kl"),
+        ValueError,
+        ["soft_rank:", "`regularization`", "'isotonic'"],
+    ),
+    (
+        "soft_rank-option-bad-choice",
+        lambda: ranking.soft_rank(X, regularization="l1"),
+        ValueError,
+        ["soft_rank:", "`regularization`", "'kl'"],
+    ),
+    (
+        "soft_topk_mask-option-bad-choice",
+        lambda: topk.soft_topk_mask(X, 1, regularization="entropy"),
+        ValueError,
+        ["soft_topk_mask:", "`regularization`"],
+    ),
+    (
+        "soft_rank-method-None",
+        lambda: ranking.soft_rank(X, method=None),
+        ValueError,
+        ["soft_rank:", "`method`", "None"],
+    ),
+    (
+        "rank-ties",
+        lambda: ranking.rank(X, ties="random"),
+        ValueError,
+        ["rank:", "`ties`", "'dense'"],
+    ),
+    (
+        "topk_mask-empty-axis",
+        lambda: topk.topk_mask(jnp.zeros((2, 0)), 1),
+        ValueError,
+        ["topk_mask:", "`k`", "1..0"],
+    ),
+    (
+        "relaxed_topk_gumbel-num_samples-0",
+        lambda: gumbel.relaxed_topk_gumbel(KEY, X, 2, num_samples=0),
+        ValueError,
+        ["relaxed_topk_gumbel:", "`num_samples`"],
+    ),
+    (
+        "relaxed_topk_gumbel-num_samples-float",
+        lambda: gumbel.relaxed_topk_gumbel(KEY, X, 2, num_samples=1.5),
+        TypeError,
+        ["relaxed_topk_gumbel:", "`num_samples`"],
+    ),
+    (
+        "perturbed_topk_mask-num_samples-0",
+        lambda: gumbel.perturbed_topk_mask(KEY, X, 2, num_samples=0),
+        ValueError,
+        ["perturbed_topk_mask:", "`num_samples`"],
+    ),
+    (
+        "perturbed_topk_mask-noise",
+        lambda: gumbel.perturbed_topk_mask(KEY, X, 2, noise="uniform"),
+        ValueError,
+        ["perturbed_topk_mask:", "`noise`", "'normal'"],
+    ),
+    (
+        "gumbel_attention_mask-method",
+        lambda: gumbel.gumbel_attention_mask(KEY, X, 2, method="sum"),
+        ValueError,
+        ["gumbel_attention_mask:", "`method`", "'subset'"],
+    ),
+    (
+        "listmle_loss-reduce",
+        lambda: losses.listmle_loss(X, Y, reduce="avg"),
+        ValueError,
+        ["listmle_loss:", "`reduce`", "'mean'"],
+    ),
+    (
+        "ndcg_loss-gain",
+        lambda: losses.ndcg_loss(X, Y, gain="log"),
+        ValueError,
+        ["ndcg_loss:", "`gain`", "'exp2'"],
+    ),
+    (
+        "ndcg_loss-negative-labels",
+        lambda: losses.ndcg_loss(X, -Y),
+        ValueError,
+        ["ndcg_loss:", "`labels`", "non-negative", "where"],
+    ),
+    (
+        "ndcg-negative-labels",
+        lambda: metrics.ndcg(X, -Y),
+        ValueError,
+        ["ndcg:", "`labels`", "non-negative", "where"],
+    ),
+    ("ndcg-gain", lambda: metrics.ndcg(X, Y, gain="log"), ValueError, ["ndcg:", "`gain`"]),
+    (
+        "recall_at_k-k-None",
+        lambda: metrics.recall_at_k(X, Y, None),
+        TypeError,
+        ["recall_at_k:", "`k`"],
+    ),
+    (
+        "pairwise_logistic_loss-temperature",
+        lambda: losses.pairwise_logistic_loss(X, Y, temperature=1.0),
+        TypeError,
+        ["pairwise_logistic_loss", "'temperature'"],
+    ),
+    # attention
+    (
+        "doc_mask_to_tokens-ids-float",
+        lambda: attention.doc_mask_to_tokens(jnp.ones(3), jnp.zeros(3)),
+        TypeError,
+        ["doc_mask_to_tokens:", "`segment_ids`", "integer"],
+    ),
+    (
+        "doc_mask_to_tokens-values-int",
+        lambda: attention.doc_mask_to_tokens(jnp.ones(3, int), jnp.zeros(3, int)),
+        TypeError,
+        ["doc_mask_to_tokens:", "`doc_values`", "floating"],
+    ),
+    (
+        "doc_mask_to_tokens-values-None",
+        lambda: attention.doc_mask_to_tokens(None, IDS),
+        TypeError,
+        ["doc_mask_to_tokens:", "`doc_values`", "NoneType"],
+    ),
+    (
+        "doc_mask_to_tokens-values-rank0",
+        lambda: attention.doc_mask_to_tokens(jnp.float32(1), IDS),
+        ValueError,
+        ["doc_mask_to_tokens:", "`doc_values`", "n_docs"],
+    ),
+    (
+        "doc_mask_to_tokens-ids-str",
+        lambda: attention.doc_mask_to_tokens(DM, "abc"),
+        TypeError,
+        ["doc_mask_to_tokens:", "`segment_ids`", "array"],
+    ),
+    (
+        "doc_mask_to_tokens-ids-rank0",
+        lambda: attention.doc_mask_to_tokens(DM, jnp.int32(0)),
+        ValueError,
+        ["doc_mask_to_tokens:", "`segment_ids`", "scalar"],
+    ),
+    (
+        "doc_mask_to_tokens-batch",
+        lambda: attention.doc_mask_to_tokens(jnp.ones((2, 3)), jnp.zeros((3, 5), int)),
+        ValueError,
+        ["doc_mask_to_tokens:", "`doc_values`", "`segment_ids`", "broadcast"],
+    ),
+    (
+        "attention_bias-both",
+        lambda: attention.attention_bias(jnp.ones(3), jnp.zeros(3, int), log_doc_mask=jnp.zeros(3)),
+        ValueError,
+        ["attention_bias:", "`doc_mask`", "`log_doc_mask`", "both"],
+    ),
+    (
+        "attention_bias-neither",
+        lambda: attention.attention_bias(None, IDS),
+        ValueError,
+        ["attention_bias:", "`doc_mask`", "`log_doc_mask`", "neither"],
+    ),
+    (
+        "attention_bias-ids-missing",
+        lambda: attention.attention_bias(DM),
+        TypeError,
+        ["attention_bias:", "`segment_ids`", "required"],
+    ),
+    (
+        "attention_bias-doc_mask-int",
+        lambda: attention.attention_bias(jnp.ones(2, int), IDS),
+        TypeError,
+        ["attention_bias:", "`doc_mask`", "floating"],
+    ),
+    (
+        "attention_bias-doc_mask-str",
+        lambda: attention.attention_bias("a", IDS),
+        TypeError,
+        ["attention_bias:", "`doc_mask`", "array"],
+    ),
+    (
+        "attention_bias-log_doc_mask-int",
+        lambda: attention.attention_bias(log_doc_mask=jnp.ones(2, int), segment_ids=IDS),
+        TypeError,
+        ["attention_bias:", "`log_doc_mask`", "floating"],
+    ),
+    (
+        "attention_bias-dtype-int",
+        lambda: attention.attention_bias(DM, IDS, dtype=jnp.int32),
+        TypeError,
+        ["attention_bias:", "`dtype`", "floating"],
+    ),
+    (
+        "combine_bias_and_mask-bias-int",
+        lambda: attention.combine_bias_and_mask(jnp.ones(3, int)),
+        TypeError,
+        ["combine_bias_and_mask:", "`bias`", "floating"],
+    ),
+    (
+        "combine_bias_and_mask-mask-float",
+        lambda: attention.combine_bias_and_mask(None, jnp.ones(3)),
+        TypeError,
+        ["combine_bias_and_mask:", "mask argument 0", "boolean"],
+    ),
+    (
+        "combine_bias_and_mask-mask-str",
+        lambda: attention.combine_bias_and_mask(None, "abc"),
+        TypeError,
+        ["combine_bias_and_mask:", "`masks[0]`", "array"],
+    ),
+    (
+        "combine_bias_and_mask-shapes",
+        lambda: attention.combine_bias_and_mask(jnp.zeros(3), jnp.ones(4, bool)),
+        ValueError,
+        ["combine_bias_and_mask:", "broadcast"],
+    ),
+    (
+        "combine_bias_and_mask-dtype",
+        lambda: attention.combine_bias_and_mask(None, jnp.ones(3, bool), dtype="int8"),
+        TypeError,
+        ["combine_bias_and_mask:", "`dtype`"],
+    ),
+    (
+        "dma_attention-heads",
+        lambda: attention.dma_attention(*_qkv(heads=3, kv_heads=2), doc_mask=DM, segment_ids=IDS),
+        ValueError,
+        ["dma_attention:", "heads"],
+    ),
+    (
+        "dma_attention-rank",
+        lambda: attention.dma_attention(*(a[0, 0] for a in _qkv()), doc_mask=DM, segment_ids=IDS),
+        ValueError,
+        ["dma_attention:", "`query`", "rank"],
+    ),
+    (
+        "dma_attention-query-int",
+        lambda: attention.dma_attention(
+            *(a.astype(int) for a in _qkv()), doc_mask=DM, segment_ids=IDS
+        ),
+        TypeError,
+        ["dma_attention:", "`query`", "floating"],
+    ),
+    (
+        "dma_attention-query-None",
+        lambda: attention.dma_attention(None, *_qkv()[1:], doc_mask=DM, segment_ids=IDS),
+        TypeError,
+        ["dma_attention:", "`query`", "NoneType"],
+    ),
+    (
+        "dma_attention-value-shape",
+        lambda: attention.dma_attention(
+            *_qkv()[:2], _qkv(kv_len=4)[2], doc_mask=DM, segment_ids=IDS
+        ),
+        ValueError,
+        ["dma_attention:", "`value`", "`key`"],
+    ),
+    (
+        "dma_attention-doc_mask-None",
+        lambda: attention.dma_attention(*_qkv(), doc_mask=None, segment_ids=IDS),
+        TypeError,
+        ["dma_attention:", "`doc_mask`", "NoneType"],
+    ),
+    (
+        "dma_attention-doc_mask-int",
+        lambda: attention.dma_attention(*_qkv(), doc_mask=DM.astype(int), segment_ids=IDS),
+        TypeError,
+        ["dma_attention:", "`doc_mask`", "floating"],
+    ),
+    (
+        "dma_attention-ids-None",
+        lambda: attention.dma_attention(*_qkv(), doc_mask=DM, segment_ids=None),
+        TypeError,
+        ["dma_attention:", "`segment_ids`", "required"],
+    ),
+    (
+        "dma_attention-ids-kv_len",
+        lambda: attention.dma_attention(*_qkv(), doc_mask=DM, segment_ids=IDS[:, :4]),
+        ValueError,
+        ["dma_attention:", "`segment_ids`", "kv_len"],
+    ),
+    (
+        "dma_attention-mask-shape",
+        lambda: attention.dma_attention(
+            *_qkv(), doc_mask=DM, segment_ids=IDS, mask=jnp.ones((3, 3, 11), bool)
+        ),
+        ValueError,
+        ["dma_attention:", "`mask`", "broadcastable"],
+    ),
+    (
+        "dma_attention-mask-float",
+        lambda: attention.dma_attention(
+            *_qkv(), doc_mask=DM, segment_ids=IDS, mask=jnp.ones((3, 5))
+        ),
+        TypeError,
+        ["dma_attention:", "`mask`", "boolean"],
+    ),
+    (
+        "dma_attention-bias-int",
+        lambda: attention.dma_attention(
+            *_qkv(), doc_mask=DM, segment_ids=IDS, bias=jnp.ones((3, 5), int)
+        ),
+        TypeError,
+        ["dma_attention:", "`bias`", "floating"],
+    ),
+    (
+        "dma_attention-doc_mask-batch",
+        lambda: attention.dma_attention(*_qkv(), doc_mask=jnp.ones((3, 2)), segment_ids=IDS),
+        ValueError,
+        ["dma_attention:", "`doc_mask/segment_ids`", "broadcastable"],
+    ),
+    (
+        "dma_attention_weights-query-None",
+        lambda: attention.dma_attention_weights(None, _qkv()[1], doc_mask=DM, segment_ids=IDS),
+        TypeError,
+        ["dma_attention_weights:", "`query`"],
+    ),
+    (
+        "make_flax_attention_fn-form",
+        lambda: attention.make_flax_attention_fn(jnp.ones(2), jnp.zeros(2, int), form="sum"),
+        ValueError,
+        ["make_flax_attention_fn:", "`form`", "'additive'"],
+    ),
+    (
+        "make_flax_attention_fn-log-multiplicative",
+        lambda: attention.make_flax_attention_fn(
+            log_doc_mask=jnp.ones(2), segment_ids=jnp.zeros(2, int)
+        ),
+        ValueError,
+        ["make_flax_attention_fn:", "doc_mask", "additive"],
+    ),
+]
+
+ROWS = _generated_rows() + [
+    pytest.param(call, exc, fragments, id=name) for name, call, exc, fragments in SPECIFIC
+]
+
+
+@pytest.mark.parametrize("call, exc, fragments", ROWS)
 def test_misuse_raises_a_clear_error(call, exc, fragments):
-    with pytest.raises(exc) as info:
+    with pytest.raises(Exception) as info:
         call()
+    assert type(info.value) is exc, (type(info.value), str(info.value))
     for fragment in fragments:
         assert fragment in str(info.value), (fragment, str(info.value))
+
+
+def test_table_covers_every_public_function():
+    public = {
+        name
+        for mod in (ranking, topk, gumbel, losses, metrics)
+        for name, obj in vars(mod).items()
+        if inspect.isfunction(obj)
+        and obj.__module__ == mod.__name__
+        and name in getattr(mod, "__all__", [n for n in vars(mod) if not n.startswith("_")])
+    }
+    assert public <= {f.name for f in FNS}, public - {f.name for f in FNS}
+    covered = {row.id.split("-")[0] for row in ROWS}
+    assert set(attention.__all__) - {"DocumentMask"} <= covered
+
+
+def test_metric_k_above_the_list_length_is_clipped_not_an_error():
+    np.testing.assert_array_equal(metrics.precision_at_k(X, Y, 4), metrics.precision_at_k(X, Y, 3))
+
+
+# Every public function converts its arrays through _checks.as_array; one per module suffices.
+LIST_FNS = [
+    f for f in FNS if f.name in {"soft_rank", "topk_mask", "gumbel_topk", "listnet_loss", "ndcg"}
+]
+
+
+@pytest.mark.parametrize("f", LIST_FNS, ids=lambda f: f.name)
+def test_nested_lists_are_accepted_like_arrays(f):
+    # As in jnp functions: a list means jnp.asarray(list) (float64 when x64 is enabled).
+    out = f(X.tolist(), where=[[True, False, True]] * 2)
+    ref = f(jnp.asarray(X.tolist()), where=jnp.array([[True, False, True]] * 2))
+    for a, b in zip(jax.tree.leaves(out), jax.tree.leaves(ref), strict=True):
+        np.testing.assert_array_equal(a, b)
 
 
 def test_traced_temperature_is_accepted_without_inspection():
@@ -110,8 +696,6 @@ def test_traced_k_gets_a_hint_to_make_it_static():
 def test_traced_non_positive_options_give_nan_in_samplers_and_losses():
     # Every positive option that may be traced (temperature, scale, sigma, cutoff_temperature)
     # turns a traced value <= 0 into NaN outputs instead of a silently wrong result.
-    from rank_relax_jax import gumbel, losses
-
     x = jnp.array([0.3, -1.2, 2.5, 0.9])
     y = jnp.array([1.0, 0.0, 2.0, 1.0])
     key = jax.random.key(0)
@@ -145,3 +729,19 @@ def test_readme_negative_temperature_example_is_nan_not_wrong_ranks():
     scores = jnp.array([0.3, -1.2, 2.5, 0.9])
     out = jax.jit(lambda t: ranking.soft_rank(scores, temperature=t))(-1.0)
     assert bool(jnp.all(jnp.isnan(out)))
+
+
+def test_flax_per_call_adapter_errors():
+    pytest.importorskip("flax")
+    fn = attention.make_flax_attention_fn()
+    q, k, v = (jnp.zeros((2, 3, 4, 8)), jnp.zeros((2, 11, 4, 8)), jnp.zeros((2, 11, 4, 8)))
+    ids = jnp.zeros((2, 11), int)
+    with pytest.raises(ValueError, match=r"make_flax_attention_fn.*DocumentMask"):
+        fn(q, k, v)
+    fixed = attention.make_flax_attention_fn(jnp.ones((2, 4)), ids)
+    with pytest.raises(ValueError, match=r"built with a document mask.*DocumentMask"):
+        fixed(q, k, v, mask=attention.DocumentMask(jnp.ones((2, 4)), ids))
+    with pytest.raises(ValueError, match=r"multiplicative.*doc_mask"):
+        fn(q, k, v, mask=attention.DocumentMask(log_doc_mask=jnp.zeros((2, 4)), segment_ids=ids))
+    with pytest.raises(TypeError, match="segment_ids"):
+        fn(q, k, v, mask=attention.DocumentMask(jnp.ones((2, 4))))
