@@ -33,27 +33,38 @@ def _version(dist: str) -> str | None:
         return None
 
 
-def metadata(**settings: Any) -> dict[str, Any]:
-    """Machine, versions, command and date, plus the benchmark's ``settings``."""
+def metadata(versions: Mapping[str, str | None] | None = None, **settings: Any) -> dict[str, Any]:
+    """Date, command, machine and versions (plus peers' ``versions``), and the ``settings``."""
     import jax  # imported here: a benchmark's child processes may set flags first
 
+    device = jax.devices()[0]
     return {
-        "date_utc": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "command": " ".join([pathlib.Path(sys.executable).name, *sys.orig_argv[1:]]),
-        "machine": platform.machine(),
-        "processor": platform.processor() or None,
-        "system": platform.platform(),
-        "cpu_count": os.cpu_count(),
-        "load_average": os.getloadavg() if hasattr(os, "getloadavg") else None,
-        "python": platform.python_version(),
-        "jax": jax.__version__,
-        "jaxlib": _version("jaxlib"),
-        "numpy": _version("numpy"),
-        "rank_relax_jax": _version("rank-relax-jax"),
-        "backend": jax.default_backend(),
-        "devices": [str(d) for d in jax.devices()],
+        "machine": {
+            "platform": platform.platform(),
+            "processor": platform.processor() or platform.machine(),
+            "cpu_count": os.cpu_count(),
+            "loadavg_start": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
+            "backend": jax.default_backend(),
+            "device": str(device),
+            "device_kind": device.device_kind,
+        },
+        "versions": {
+            "python": platform.python_version(),
+            "jax": jax.__version__,
+            "jaxlib": _version("jaxlib"),
+            "numpy": _version("numpy"),
+            "rank_relax_jax": _version("rank-relax-jax"),
+            **(versions or {}),
+        },
         **settings,
     }
+
+
+def collect(versions: Mapping[str, str | None] | None = None, **settings: Any) -> dict[str, Any]:
+    """`metadata`, for scripts that fill in more of it before `write_record`."""
+    return metadata(versions, **settings)
 
 
 def check_rows(rows: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
@@ -74,6 +85,17 @@ def write(path: str | pathlib.Path, rows: Iterable[Mapping[str, Any]], **setting
     record = {"meta": metadata(**settings), "rows": check_rows(rows)}
     path.write_text(json.dumps(record, indent=2) + "\n")
     print(f"wrote {path}")
+
+
+def write_record(path: str | os.PathLike, meta: Mapping[str, Any], rows: list) -> None:
+    """Writes ``{"meta": meta, "rows": rows}`` (meta from `collect`, with the load at the end)."""
+    meta = dict(meta)
+    machine = dict(meta.get("machine", {}))
+    machine["loadavg_end"] = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
+    meta["machine"] = machine
+    path = pathlib.Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"meta": meta, "rows": rows}, indent=1, default=str) + "\n")
 
 
 def markdown_table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> str:

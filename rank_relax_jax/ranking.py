@@ -13,7 +13,7 @@ import jax
 import jax.numpy as jnp
 from jax.typing import ArrayLike
 
-from rank_relax_jax import _axis, _checks, _sort, methods
+from rank_relax_jax import _axis, _checks, _sort, _standardize, methods
 
 # Method lists, read from the kernel registry (rank_relax_jax/methods/__init__.py).
 RANK_METHODS = methods.methods("rank")
@@ -34,6 +34,7 @@ def soft_rank(
     descending: bool = False,
     where: ArrayLike | None = None,
     regularization: str = "l2",
+    standardize: bool = False,
     **options: Any,
 ) -> jax.Array:
     r"""Differentiable ranks of ``x`` along ``axis``.
@@ -78,6 +79,10 @@ def soft_rank(
       where: Optional boolean mask broadcastable to ``x``; ``False`` marks padding, which gets
         rank 0, exactly zero gradient, and does not influence the valid entries.
       regularization: ``"l2"`` or ``"kl"``; only for ``method="isotonic"``.
+      standardize: If True, each list is first z-scored over its valid entries (mean 0,
+        std 1; times m for ``isotonic`` L2 and divided by m for ``neuralsort``, m the number
+        of valid entries), so one temperature gives the same relative accuracy at every list
+        length and score scale. The rule per method is in ``docs/choosing_a_method.md``.
       **options: Further options of the chosen method (see `rank_relax_jax.methods`); an
         option the method does not take raises an error.
 
@@ -106,7 +111,8 @@ def soft_rank(
         options={"regularization": regularization, **options}, defaults=_ISOTONIC_DEFAULTS,
     )  # fmt: skip
     t = frame.positive_scalar(temperature)
-    out = entry.kernel(frame.x, frame.mask, t, descending=bool(descending), **opts)
+    xk, _ = _standardize.kernel_input(standardize, "rank", method, opts, frame)
+    out = entry.kernel(xk, frame.mask, t, descending=bool(descending), **opts)
     return frame.finish_elementwise(out)
 
 
@@ -119,6 +125,7 @@ def soft_sort(
     descending: bool = False,
     where: ArrayLike | None = None,
     regularization: str = "l2",
+    standardize: bool = False,
     **options: Any,
 ) -> jax.Array:
     r"""Differentiable sort of ``x`` along ``axis`` (ascending unless ``descending=True``).
@@ -145,6 +152,10 @@ def soft_sort(
       where: Optional boolean mask; the ``m`` valid values of a list fill its first ``m`` slots
         and the remaining slots are 0.
       regularization: ``"l2"`` or ``"kl"``; only for ``method="isotonic"``.
+      standardize: If True, each list is z-scored over its valid entries before the kernel
+        (times m for ``isotonic`` L2, divided by m for ``neuralsort``) and the sorted output
+        is mapped back, σ·sort(z)/c + μ, so the values stay in x's units while one
+        temperature means the same at every length and scale (``docs/choosing_a_method.md``).
       **options: Further options of the chosen method (see `rank_relax_jax.methods`); an
         option the method does not take raises an error.
 
@@ -162,8 +173,9 @@ def soft_sort(
         options={"regularization": regularization, **options}, defaults=_ISOTONIC_DEFAULTS,
     )  # fmt: skip
     t = frame.positive_scalar(temperature)
-    out = entry.kernel(frame.x, frame.mask, t, descending=bool(descending), **opts)
-    return frame.finish_sorted(out)
+    xk, undo = _standardize.kernel_input(standardize, "sort", method, opts, frame)
+    out = entry.kernel(xk, frame.mask, t, descending=bool(descending), **opts)
+    return frame.finish_sorted(undo(out))
 
 
 def soft_permutation(
@@ -174,6 +186,7 @@ def soft_permutation(
     axis: int = -1,
     descending: bool = False,
     where: ArrayLike | None = None,
+    standardize: bool = False,
     **options: Any,
 ) -> jax.Array:
     r"""Relaxed sorting permutation matrix $\hat P$ of ``x`` along ``axis``.
@@ -198,6 +211,8 @@ def soft_permutation(
       descending: If True, slot 1 holds the largest entry.
       where: Optional boolean mask; with ``m`` valid entries the top-left ``m × m`` block (in
         valid columns) is the permutation of the filtered list, all else is 0.
+      standardize: If True, each list is z-scored over its valid entries first (divided by
+        m for ``neuralsort``), so one temperature means the same at every length and scale.
       **options: Further options of the chosen method; an option the method does not take
         raises an error.
 
@@ -216,7 +231,8 @@ def soft_permutation(
         "soft_permutation", "permutation", method, x, axis=axis, where=where, options=options
     )
     t = frame.positive_scalar(temperature)
-    out = entry.kernel(frame.x, frame.mask, t, descending=bool(descending), **opts)
+    xk, _ = _standardize.kernel_input(standardize, "permutation", method, opts, frame)
+    out = entry.kernel(xk, frame.mask, t, descending=bool(descending), **opts)
     return frame.finish_matrix(out)
 
 

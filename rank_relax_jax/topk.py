@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 from jax.typing import ArrayLike
 
-from rank_relax_jax import _axis, _checks, _numerics, _sort, methods
+from rank_relax_jax import _axis, _checks, _numerics, _sort, _standardize, methods
 
 TOPK_METHODS = methods.methods("topk")
 NOISES = ("gumbel", "normal")
@@ -78,6 +78,7 @@ def soft_topk_mask(
     where: ArrayLike | None = None,
     hard: bool = False,
     regularization: str = "l2",
+    standardize: bool = False,
     **options: Any,
 ) -> jax.Array:
     r"""Differentiable mask of the ``k`` largest entries of ``x`` along ``axis``.
@@ -121,6 +122,9 @@ def soft_topk_mask(
       hard: If True, return the exact `topk_mask` in the forward pass with the soft
         mask's gradient (straight-through).
       regularization: ``"l2"`` or ``"kl"``; only for ``method="isotonic"``.
+      standardize: If True, each list is z-scored over its valid entries before the kernel,
+        so one temperature blurs the same share of the list at every length and score scale
+        (``docs/choosing_a_method.md``).
       **options: Further options of the chosen method (see `rank_relax_jax.methods`); an
         option the method does not take raises an error.
 
@@ -149,7 +153,8 @@ def soft_topk_mask(
     )  # fmt: skip
     k = _checks.check_k(fn, k, frame.n)
     t = frame.positive_scalar(temperature)
-    soft = entry.kernel(frame.x, frame.mask, k, t, **opts)
+    xk, _ = _standardize.kernel_input(standardize, "topk", method, opts, frame)
+    soft = entry.kernel(xk, frame.mask, k, t, **opts)
     if hard:
         soft = _numerics.straight_through(
             _hard_topk(jax.lax.stop_gradient(frame.x), frame.mask, k), soft

@@ -1,0 +1,49 @@
+"""The benchmark entry point runs and writes the JSON it documents (no timing is asserted)."""
+
+import json
+
+from benchmarks import _methods, run
+from rank_relax_jax import methods
+
+
+def test_run_writes_every_registered_method(tmp_path, capsys):
+    out = tmp_path / "run.json"
+    run.main(["--shapes", "2x8", "--peers", "", "--min-time", "0", "--out", str(out)])
+    data = json.loads(out.read_text())
+    meta, rows = data["meta"], data["rows"]
+    for key in ("date", "command", "machine", "versions"):
+        assert key in meta, key
+    assert {"jax", "jaxlib", "python", "rank_relax_jax"} <= set(meta["versions"])
+    assert meta["machine"]["cpu_count"] >= 1
+    timed = [r for r in rows if not r.get("skipped")]
+    for r in timed:
+        assert {
+            "op",
+            "library",
+            "method",
+            "batch",
+            "n",
+            "fwd_s",
+            "fwd_compile_s",
+            "fwd_mem",
+        } <= set(r)
+        assert r["fwd_s"] > 0 and r["fwd_ratio"] > 0
+        if r["op"] != "argsort":
+            assert (r["fwd_bwd_s"] > 0 and r["fwd_bwd_mem"] is None) or r["fwd_bwd_mem"] >= 0
+    seen = {(r["op"], r["method"]) for r in timed if r["library"] == "rank_relax_jax"}
+    for op in _methods.OPS:
+        for m in methods.methods(op):
+            assert any(o == op and label.split("[")[0] == m for o, label in seen), (op, m)
+    assert ("rank", "isotonic[l2]") in seen and ("rank", "isotonic[kl]") in seen
+    assert ("argsort", "jnp.argsort") in {(r["op"], r["method"]) for r in rows}
+    table = capsys.readouterr().out
+    assert table.startswith("| op | library |") and "isotonic[kl]" in table
+
+
+def test_mem_cap_skips_quadratic_cells_with_a_reason():
+    cell = run.Cell("rank", "rank_relax_jax", "neuralsort", True, lambda x: x)
+    why = run.skip_reason(cell, (1, 1_000_000), mem_cap=2**30, work_cap=1e30)
+    assert why is not None and "--mem-cap" in why
+    assert run.skip_reason(cell, (1, 100), mem_cap=2**30, work_cap=1e30) is None
+    lin = run.Cell("rank", "rank_relax_jax", "isotonic[l2]", False, lambda x: x)
+    assert run.skip_reason(lin, (1, 1_000_000), mem_cap=1, work_cap=1) is None
