@@ -102,7 +102,7 @@ def soft_quantile(
     opts = methods.resolve_options(fn, entry, options)
     frame = _axis.prepare(fn, x, axis=axis, where=where)
     qv = _check_q(fn, q, frame.x.dtype)
-    t = frame.temperature(temperature)
+    t = frame.positive_scalar(temperature)
     n = frame.n
     batch = frame.x.shape[:-1]
     if n == 0:
