@@ -41,7 +41,7 @@ def _invert(x, tau, levels):
     """t with G(t) = level, by bisection (G is increasing), for each level."""
     lo = np.full(len(levels), x.min() - 60 * tau * np.log(len(x) + 2) - 1)
     hi = np.full(len(levels), x.max() + 60 * tau * np.log(len(x) + 2) + 1)
-    for _ in range(200):
+    for _ in range(120):  # the bracket shrinks below float64 resolution
         mid = 0.5 * (lo + hi)
         below = _lapsum(mid, x, tau) < levels
         lo, hi = np.where(below, mid, lo), np.where(below, hi, mid)
@@ -70,14 +70,14 @@ def ref_topk(x, k, tau, v):
     return m, v @ jac, v @ dtau
 
 
-def ref_sort(x, tau, v):
-    n = len(x)
-    s = _invert(x, tau, np.arange(1, n + 1) - 0.5)
+def ref_sort(x, tau, v, slots):
+    """Sorted values at ``slots`` (0-based) and the VJP of a ``v`` that is zero elsewhere."""
+    s = _invert(x, tau, slots + 0.5)
     z = (s[:, None] - x[None, :]) / tau
     p = _pdf(z)
     jac = p / p.sum(-1, keepdims=True)  # ∂s_r/∂x_j, row-stochastic
     dtau = (p * z).sum(-1) / p.sum(-1)
-    return s, v @ jac, v @ dtau
+    return s, v[slots] @ jac, v[slots] @ dtau
 
 
 def ref_permutation(x, tau):
@@ -119,14 +119,18 @@ def _case(n, seed, spread=1.0):
 @pytest.mark.parametrize("tau", [0.01, 0.3, 5.0])
 def test_matches_quadratic_reference(n, tau):
     x, v = _case(n, seed=n)
-    args = (jnp.asarray(x), jnp.asarray(tau), jnp.asarray(v))
+    # The sort is checked at up to 150 slots (the bisection reference costs n² per slot).
+    slots = np.sort(np.random.default_rng(n).permutation(n)[:150])
+    v_sort = np.zeros(n)
+    v_sort[slots] = v[slots]
     refs = {
-        "rank": (_RANK, ref_rank(x, tau, v)),
-        "sort": (_SORT, ref_sort(x, tau, v)),
-        "topk": (_TOPK[7], ref_topk(x, 7, tau, v)),
+        "rank": (_RANK, ref_rank(x, tau, v), v, slice(None)),
+        "sort": (_SORT, ref_sort(x, tau, v_sort, slots), v_sort, slots),
+        "topk": (_TOPK[7], ref_topk(x, 7, tau, v), v, slice(None)),
     }
-    for name, (fn, (val, gx, gt)) in refs.items():
-        out, got_gx, got_gt = fn(*args)
+    for name, (fn, (val, gx, gt), vv, at) in refs.items():
+        out, got_gx, got_gt = fn(jnp.asarray(x), jnp.asarray(tau), jnp.asarray(vv))
+        out = out[at]
         scale = max(1.0, np.abs(val).max())
         np.testing.assert_allclose(out, val, rtol=0, atol=1e-10 * scale, err_msg=name)
         gscale = max(1.0, np.abs(gx).max())
@@ -300,14 +304,13 @@ def test_gradients_match_finite_differences():
     x = jnp.asarray(np.random.default_rng(10).normal(size=(2, 6)))
     w = jnp.asarray(np.random.default_rng(11).normal(size=(2, 6)))
     where = jnp.array([[True] * 6, [True, False, True, True, False, True]])
-    # Second order through the custom JVP rules (rank; the inverse used by sort and top-k).
+    # x and τ together; second order through the custom JVP rules of the rank and of the
+    # inverse (top-k). First order in both modes for x alone is in test_contract.py.
     for i, op in enumerate(_ALL):
 
         def f(v, t, op=op):
             out = op(v, t, where=where)
             return jnp.sum(out * (w if out.ndim == 2 else w[..., None]))
 
-        order, modes = (2, ("rev",)) if i in (0, 2) else (1, ("fwd", "rev"))
-        check_grads(f, (x, jnp.asarray(0.6)), order=order, modes=modes, atol=1e-6)
-    check_grads(lambda v: jnp.sum(w * _ALL[0](v, 0.6, descending=True)), (x,), order=1)
-    check_grads(lambda v: jnp.sum(w * _ALL[1](v, 0.6, descending=True)), (x,), order=1)
+        order = 2 if i in (0, 2) else 1
+        check_grads(f, (x, jnp.asarray(0.6)), order=order, modes=("rev",), atol=1e-6)
