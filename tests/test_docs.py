@@ -87,3 +87,24 @@ def test_docstring_names_every_registered_method(operation):
     doc = _public_ops()[operation].__doc__
     missing = [m for m in methods.methods(operation) if f"`{m}`" not in doc and f'"{m}"' not in doc]
     assert not missing, f"the docstring of soft_{operation} does not name {missing}"
+
+
+def test_readme_method_table_matches_the_registry():
+    """The README's relaxations table lists every registered method with its operations."""
+    from rank_relax_jax import methods
+    from rank_relax_jax.methods._registry import OPERATIONS
+
+    text = (ROOT / "README.md").read_text()
+    rows = [line for line in text.splitlines() if line.startswith("| `")]
+    table = {}
+    for line in rows:
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        if len(cells) < 5 or cells[1] not in ("✓", ""):
+            continue
+        name = cells[0].split("`")[1]
+        table[name] = {op for op, c in zip(OPERATIONS, cells[1:5], strict=True) if c}
+    registered = {}
+    for op in OPERATIONS:
+        for m in methods.methods(op):
+            registered.setdefault(m, set()).add(op)
+    assert table == registered
