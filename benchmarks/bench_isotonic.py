@@ -8,6 +8,8 @@ time (first call: trace + compile + run) of the forward pass and of forward + ba
 * ``isotonic-l2`` / ``isotonic-kl``: ``soft_rank(method="isotonic")``;
 * ``iso-topk-l2``: ``soft_topk_mask(method="isotonic")`` with ``k = min(10, n)``;
 * ``sigmoid``: ``soft_rank(method="sigmoid")`` (O(n²) pairwise), if available;
+* ``sinkhorn`` / ``sink-topk``: ``method="sinkhorn"`` at ``temperature=1e-2`` (OTT's default
+  epsilon), ranks limited like OTT's, top-k (O(n · iterations)) at every shape;
 * ``ott-ranks`` / ``ott-topk``: ``ott.tools.soft_sort.ranks`` / ``topk_mask`` (optional);
 * ``rax-approx``: ``rax.utils.approx_ranks`` (optional);
 * ``torchsort``: ``torchsort.soft_rank`` on CPU (optional, timed with torch autograd; a plain
@@ -57,6 +59,7 @@ def _timeit(fn, *args, min_time=0.5, max_reps=30, min_reps=3):
 
 
 def _jax_methods():
+    from rank_relax_jax.methods import methods as methods_of
     from rank_relax_jax.ranking import soft_rank
     from rank_relax_jax.topk import soft_topk_mask
 
@@ -73,6 +76,15 @@ def _jax_methods():
         methods["sigmoid"] = (lambda x: soft_rank(x, method="sigmoid", temperature=1.0), "pairs")
     except Exception as err:  # the sigmoid method may not exist yet
         print(f"# sigmoid method unavailable: {type(err).__name__}: {err}")
+    if "sinkhorn" in methods_of("rank"):  # O(n² · iterations): same size limit as OTT's
+        methods["sinkhorn"] = (
+            lambda x: soft_rank(x, method="sinkhorn", temperature=1e-2),
+            "ott",
+        )
+        methods["sink-topk"] = (
+            lambda x: soft_topk_mask(x, min(10, x.shape[-1]), method="sinkhorn", temperature=1e-2),
+            "nlogn",
+        )
     try:
         from ott.tools import soft_sort
 

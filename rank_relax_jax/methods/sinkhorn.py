@@ -56,7 +56,7 @@ converge quickly at small $\varepsilon$ the iterations start at $\varepsilon_t =
 \max(\varepsilon, c_{\max}\,0.9^t)$ ($\varepsilon$-scaling, $c_{\max}$ the list's largest cost,
 1 with a squash; with ``squash="none"`` the list's largest cost, differentiated like the
 rest), which reaches $\varepsilon = 10^{-3}$ after 66 iterations and cuts
-the iteration count there by an order of magnitude; a list cannot stop before
+the iteration count there 2-14× (n = 1,000 to 7); a list cannot stop before
 $\varepsilon_t = \varepsilon$.
 
 **Differentiation: unrolled, with early-stop masking and rematerialization.** The iterations
@@ -391,7 +391,7 @@ def sinkhorn_rank(
       >>> np.asarray(sinkhorn_rank(x, None, jnp.asarray(1e-3), descending=False)).round(3)
       array([2., 1., 4., 3.], dtype=float32)
       >>> np.asarray(sinkhorn_rank(x, None, jnp.asarray(0.05), descending=False)).round(2)
-      array([2.1 , 1.08, 3.91, 2.91], dtype=float32)
+      array([2.16, 1.15, 3.86, 2.82], dtype=float32)
     """
     return _sort_family(
         x, mask, temperature, op="rank", descending=descending, squash=squash,
