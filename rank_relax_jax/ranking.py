@@ -138,6 +138,7 @@ def soft_sort(
     | `smoothi` | smooth rank indicators times $x$ (Thonet et al. 2021) | O(n²) |
     | `lapsum` | inverse LapSum at level $r - ½$ in slot $r$ (Struski et al. 2025) | O(n log n) |
     | `network` | relaxed conditional swaps on the values (Petersen 2021, 2022) | O(n log² n) |
+    | `sinkhorn` | barycentres of the optimal transport plan (Cuturi et al. 2019) | O(n² · iters) |
 
     Each tends to ``jnp.sort(x)`` as ``temperature`` → 0. The sorts of ``isotonic``,
     ``neuralsort`` and ``softsort`` are monotone; SmoothI's need not be (its later rows compete
@@ -202,6 +203,7 @@ def soft_permutation(
     | `smoothi` | the matrix of smooth rank indicators (Thonet et al. 2021) | O(n²) |
     | `lapsum` | differences of nested LapSum top-k masks (Struski 2025) | O(n²) |
     | `network` | product of the relaxed swap layers (Petersen 2021) | O(n² log² n) |
+    | `sinkhorn` | the entropic transport plan, doubly stochastic (Cuturi 2019) | O(n² · iters) |
 
     Args:
       x: Floating array.

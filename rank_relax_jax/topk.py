@@ -102,6 +102,10 @@ def soft_topk_mask(
     $s$ found in closed form so that the mask sums to exactly ``k`` (Struski et al. 2025),
     O(n log n), with a gradient for every entry.
 
+    ``method="sinkhorn"`` transports the list onto two targets with masses $(m - k)/m$ and
+    $k/m$ (Xie et al. 2020); the mask is $m$ times the plan's column of the top target and
+    sums to ``k`` up to rounding. O(n · iterations).
+
     **Choose a temperature that trains.** The L2 isotonic mask is sparse: only entries within
     about $\tau$ of the threshold between the k-th and (k+1)-th largest score get a
     gradient, and once those two scores are $\tau$ or more apart the mask is exactly k-hot
@@ -114,7 +118,8 @@ def soft_topk_mask(
     Args:
       x: Floating array of scores.
       k: Static number of entries to select, ``1 <= k <= x.shape[axis]``.
-      method: ``"isotonic"`` or ``"sigmoid"``.
+      method: One of the methods above (``"isotonic"``, ``"sigmoid"``, ``"lapsum"``,
+        ``"sinkhorn"``).
       temperature: Positive smoothness $\tau$; may be traced (a traced value <= 0 gives NaN).
       axis: Axis to select along.
       where: Optional boolean mask; padding gets 0 and zero gradient, and a list with at most
