@@ -207,7 +207,7 @@ def soft_permutation(
 
     Args:
       x: Floating array.
-      method: One of the methods above (each O(n²) time and memory).
+      method: One of the methods above (each builds the n × n matrix: O(n²) memory).
       temperature: Positive smoothness; may be traced (a traced value <= 0 gives NaN).
       axis: Axis to sort along.
       descending: If True, slot 1 holds the largest entry.
