@@ -23,7 +23,7 @@ the host:
   O(32 + log³ n / 4).
 * **Compile time independent of n.** The levels run in one ``fori_loop`` with the level traced
   (`_merge_levels`), and the searches are ``fori_loop``s, so the compiled program holds one
-  copy of each loop body whatever ``n``: about 2 s of XLA:CPU compile time per op and shape,
+  copy of each loop body whatever ``n``: about 2-3 s of XLA:CPU compile time per op and shape,
   where one unrolled copy per level took 3-20 s (docs/performance.md).
 * **O(n) derivatives.** The Jacobian of PAV is block-constant: block means for L2, block softmax
   weights for KL (Blondel et al., Sec. 4). `proj_l2` and `proj_kl` carry a
@@ -116,6 +116,10 @@ def _pools(kind, a, b):
     return _value(kind, a) <= _value(kind, b) + _tie_tol(kind, a, b)
 
 
+def _take(arrays, idx):
+    return tuple(jnp.take(a, idx, mode="clip") for a in arrays)
+
+
 def _last_true(pred, nbits, prefix_shape, limit):
     """Largest offset in ``[0, min(2**nbits, limit))`` where a monotone predicate holds.
 
@@ -163,35 +167,34 @@ def _chunk_pav(kind, elem, live, chunk):
     """
     g = elem[0].shape[0]
     rows = jnp.arange(g)
-    # Both statistics in one [G, chunk, 2] array: one gather or scatter per step serves both.
-    elem2 = jnp.stack(elem, axis=-1)
 
     def body(_, carry):
         stack, sstart, top, nxt = carry
         below, at = jnp.maximum(top - 1, 0), jnp.maximum(top, 0)
-        a2, b2 = stack[rows, below], stack[rows, at]
-        a, b = (a2[:, 0], a2[:, 1]), (b2[:, 0], b2[:, 1])
+        a = tuple(s[rows, below] for s in stack)
+        b = tuple(s[rows, at] for s in stack)
         # The top block is padding iff its first entry is: padding never pools.
         top_live = live[rows, sstart[rows, at]]
         pool = (top >= 1) & top_live & _pools(kind, a, b)
         push = ~pool & (nxt < chunk)
-        e2 = elem2[rows, jnp.minimum(nxt, chunk - 1)]
-        pooled = jnp.stack(_combine(kind, a, b), axis=-1)
+        e = tuple(x[rows, jnp.minimum(nxt, chunk - 1)] for x in elem)
+        pooled = _combine(kind, a, b)
         where_ = jnp.where(pool, below, jnp.where(push, top + 1, at))
-        new = jnp.where(pool[:, None], pooled, jnp.where(push[:, None], e2, b2))
-        stack = stack.at[rows, where_].set(new)
+        stack = tuple(
+            s.at[rows, where_].set(jnp.where(pool, p, jnp.where(push, x, y)))
+            for s, p, x, y in zip(stack, pooled, e, b, strict=True)
+        )
         sstart = sstart.at[rows, where_].set(jnp.where(push, nxt, sstart[rows, where_]))
         top = top - pool.astype(jnp.int32) + push.astype(jnp.int32)
         return stack, sstart, top, nxt + push.astype(jnp.int32)
 
     init = (
-        jnp.zeros_like(elem2),
+        tuple(jnp.zeros_like(x) for x in elem),
         jnp.zeros((g, chunk), jnp.int32),
         jnp.full((g,), -1, jnp.int32),
         jnp.zeros((g,), jnp.int32),
     )
     stack, sstart, top, _ = jax.lax.fori_loop(0, 2 * chunk - 1, body, init)
-    stack = (stack[..., 0], stack[..., 1])
     slots = jnp.arange(chunk, dtype=jnp.int32)
     live = slots[None, :] <= top[:, None]
     marks = jnp.zeros((g, chunk + 1), jnp.int32)
@@ -204,18 +207,14 @@ def _chunk_pav(kind, elem, live, chunk):
     return start, end, block
 
 
-def _stat(kind, packed, idx, count):
-    """Statistics at ``idx`` of ``[total, k]`` columns.
-
-    L2 keeps only sums (counts follow from positions), KL both log-sums.
-    """
-    rows = _rows(packed, idx)
+def _stat(kind, arrays, idx, count):
+    """Statistics at ``idx``: L2 keeps only sums (counts follow from positions), KL both lses."""
     if kind == "l2":
-        return (rows[..., 0], count.astype(packed.dtype))
-    return (rows[..., 0], rows[..., 1])
+        return (jnp.take(arrays[0], idx, mode="clip"), count.astype(arrays[0].dtype))
+    return _take(arrays, idx)
 
 
-def _bridges(kind, level, q, bounds, block, suf, pre, live):
+def _bridges(kind, level, q, start, end, block, suf, pre, live):
     """``(merge, p, qe, pooled)``: how the pairs ``q`` (``[lanes]`` int32) of ``level`` merge.
 
     Pair ``q`` is the solved segments A = ``[q·2h, q·2h + h)`` and B = ``[q·2h + h, (q+1)·2h)``
@@ -224,8 +223,7 @@ def _bridges(kind, level, q, bounds, block, suf, pre, live):
     nothing changes (``merge`` False) when the last block of A already lies above the first
     block of B. The pool is ``[p, qe)`` with statistics ``pooled``. For L2 the arrays hold sums
     only: a block's count is ``end - start`` and a suffix's or prefix's count follows from its
-    position in the segment. ``bounds`` is ``[total, 2]``: per entry, the flat start and end
-    of its block; ``block``, ``suf`` and ``pre`` hold the statistics as columns.
+    position in the segment.
 
     The bridge is found by two nested searches (`_last_true`) whose predicates compare a block
     value with the value of a candidate pool. Those predicates are monotone because the block
@@ -250,15 +248,8 @@ def _bridges(kind, level, q, bounds, block, suf, pre, live):
     start_b = start_a + h
     end_b = start_a + 2 * h
 
-    def start_at(g):
-        return _rows(bounds, g)[..., 0]
-
-    def end_at(g):
-        return _rows(bounds, g)[..., 1]
-
     def block_at(g):
-        bd = _rows(bounds, g)
-        return _stat(kind, block, g, bd[..., 1] - bd[..., 0])
+        return _stat(kind, block, g, _take_i(end, g) - _take_i(start, g))
 
     merge = _take_i(live, start_b) & _pools(kind, block_at(start_b - 1), block_at(start_b))
 
@@ -269,7 +260,7 @@ def _bridges(kind, level, q, bounds, block, suf, pre, live):
         sb = sa + h
 
         def pred(off):
-            p = start_at(sa + off)
+            p = _take_i(start, sa + off)
             pooled = _combine(
                 kind, _stat(kind, suf, p, sb - p), tuple(b[..., None] for b in pooled_b)
             )
@@ -277,7 +268,7 @@ def _bridges(kind, level, q, bounds, block, suf, pre, live):
             return (p <= sa) | (left > _value(kind, pooled)), ()
 
         off, _ = _last_true(pred, level, qe.shape, h)
-        p = start_at(sa[..., 0] + off)
+        p = _take_i(start, sa[..., 0] + off)
         return p, _combine(kind, _stat(kind, suf, p, sb[..., 0] - p), pooled_b)
 
     def bridge(off):
@@ -285,7 +276,7 @@ def _bridges(kind, level, q, bounds, block, suf, pre, live):
         # must stay above the block after it. The pool of each candidate is the payload, so
         # the answer's pool needs no second inner search.
         eb = end_b[:, None]
-        qe = end_at(eb - 1 - off)
+        qe = _take_i(end, eb - 1 - off)
         pooled_b = _stat(kind, pre, qe - 1, qe - start_b[:, None])
         p, pooled = tangent(qe, pooled_b)
         right = _value(kind, block_at(qe))
@@ -295,7 +286,7 @@ def _bridges(kind, level, q, bounds, block, suf, pre, live):
         return wall | (right < _value(kind, pooled)), (p, pooled)
 
     off, (p, pooled) = _last_true(bridge, level, (lanes,), h)
-    qe = end_at(end_b - 1 - off)
+    qe = _take_i(end, end_b - 1 - off)
 
     def sweep(carry):
         # Pools the new block [p, qe) with a neighbour it ties with (A's blocks left of p and
@@ -306,8 +297,8 @@ def _bridges(kind, level, q, bounds, block, suf, pre, live):
         go_right = merge & (qe < end_b) & _take_i(live, qe) & _pools(kind, pooled, right)
         pooled = _where(go_left, _combine(kind, left, pooled), pooled)
         pooled = _where(go_right, _combine(kind, pooled, right), pooled)
-        p = jnp.where(go_left, start_at(p - 1), p)
-        qe = jnp.where(go_right, end_at(qe), qe)
+        p = jnp.where(go_left, _take_i(start, p - 1), p)
+        qe = jnp.where(go_right, _take_i(end, qe), qe)
         return p, qe, pooled, go_left | go_right
 
     p, qe, pooled, _ = jax.lax.while_loop(
@@ -319,7 +310,8 @@ def _bridges(kind, level, q, bounds, block, suf, pre, live):
 # Pairs whose bridges one iteration of `_merge_levels` searches at once (a power of two): wide
 # enough to vectorize, narrow enough that the top levels (few pairs) waste little work.
 # (4096, one block at every benchmarked shape, compiles 0.25 s faster but runs 1.7x slower at
-# (1, 100000).)
+# (1, 100000).) Packing start/end and the statistics as the columns of one array (one gather
+# per block read) saved 0.2 s of compile but made the solver 2.7x slower at (128, 100), KL.
 _LANES = 256
 
 
@@ -331,9 +323,7 @@ def _merge_levels(kind, base_level, levels, start, end, block, suf, pre, live):
     one unrolled copy per level cost about 1.5 s of XLA compile time each. A level searches
     its ``total / 2**(L + 1)`` pairs ``_LANES`` at a time (a loop over lane blocks), then
     updates the entries, the suffix (left halves) and prefix (right halves) statistics by
-    gathering each entry's pair results. Inside, ``(start, end)`` and each group of statistics
-    are packed as the columns of one array, so that one gather reads a block's bounds (or
-    statistics): XLA:CPU compile time grows with the number of kernels.
+    gathering each entry's pair results.
     """
     total = start.shape[0]
     max_pairs = total >> (base_level + 1)
@@ -342,55 +332,56 @@ def _merge_levels(kind, base_level, levels, start, end, block, suf, pre, live):
     room = -(-max_pairs // lanes) * lanes
     g = jnp.arange(total, dtype=jnp.int32)
     stored = 1 if kind == "l2" else 2
+    dtype = block[0].dtype
 
     def level_body(level, state):
-        bounds, block, suf, pre = state
+        start, end, block, suf, pre = state
         pairs = jnp.right_shift(total, level + 1).astype(jnp.int32)
 
         def lane_block(i, acc):
             q = jnp.minimum(i * lanes + jnp.arange(lanes, dtype=jnp.int32), pairs - 1)
-            merge, p, qe, pooled = _bridges(kind, level, q, bounds, block, suf, pre, live)
-            out = (merge, jnp.stack([p, qe], axis=-1), jnp.stack(pooled[:stored], axis=-1))
+            merge, p, qe, pooled = _bridges(kind, level, q, start, end, block, suf, pre, live)
+            out = (merge, p, qe, *pooled[:stored])
             return tuple(
-                jax.lax.dynamic_update_slice(a, o, (i * lanes,) + (i * 0,) * (o.ndim - 1))
+                jax.lax.dynamic_update_slice(a, o, (i * lanes,))
                 for a, o in zip(acc, out, strict=True)
             )
 
         acc = (
             jnp.zeros((room,), bool),
-            jnp.zeros((room, 2), jnp.int32),
-            jnp.zeros((room, stored), block.dtype),
+            jnp.zeros((room,), jnp.int32),
+            jnp.zeros((room,), jnp.int32),
+            *(jnp.zeros((room,), dtype) for _ in range(stored)),
         )
         if room == lanes:  # one lane block: no loop
-            merge, pq, pooled = lane_block(0, acc)
+            merge, p, qe, *pooled = lane_block(0, acc)
         else:
             nblocks = (pairs + lanes - 1) // lanes
-            merge, pq, pooled = jax.lax.fori_loop(0, nblocks, lane_block, acc)
+            merge, p, qe, *pooled = jax.lax.fori_loop(0, nblocks, lane_block, acc)
         pair = jnp.right_shift(g, level + 1)
-        pq_g = jnp.take(pq, pair, axis=0)
-        sel = jnp.take(merge, pair) & (g >= pq_g[:, 0]) & (g < pq_g[:, 1])
-        bounds = jnp.where(sel[:, None], pq_g, bounds)
-        block = jnp.where(sel[:, None], jnp.take(pooled, pair, axis=0), block)
+        p_g, qe_g = jnp.take(p, pair), jnp.take(qe, pair)
+        sel = jnp.take(merge, pair) & (g >= p_g) & (g < qe_g)
+        start = jnp.where(sel, p_g, start)
+        end = jnp.where(sel, qe_g, end)
+        block = tuple(
+            jnp.where(sel, jnp.take(c, pair), a) for a, c in zip(block, pooled, strict=True)
+        )
         # Suffix statistics of A now run to the end of B (B's total is its first suffix
         # entry); prefix statistics of B start at A's start (A's total is its last prefix).
-        left = ((g & jnp.left_shift(1, level)) == 0)[:, None]
+        left = (g & jnp.left_shift(1, level)) == 0
         b0 = jnp.left_shift(jnp.right_shift(g, level) | 1, level)
-        suf = jnp.where(left, _combine1(kind, suf, jnp.take(suf, b0, axis=0)), suf)
-        pre = jnp.where(left, pre, _combine1(kind, pre, jnp.take(pre, b0 - 1, axis=0)))
-        return bounds, block, suf, pre
+        # One combine per entry (each entry updates one of the two), not one per array.
+        new_suf, new_pre = [], []
+        for s_arr, p_arr in zip(suf, pre, strict=True):
+            other = jnp.where(left, jnp.take(s_arr, b0), jnp.take(p_arr, b0 - 1))
+            new = _combine1(kind, jnp.where(left, s_arr, p_arr), other)
+            new_suf.append(jnp.where(left, new, s_arr))
+            new_pre.append(jnp.where(left, p_arr, new))
+        suf, pre = tuple(new_suf), tuple(new_pre)
+        return start, end, block, suf, pre
 
-    state = (
-        jnp.stack([start, end], axis=-1),
-        jnp.stack(block, axis=-1),
-        jnp.stack(suf, axis=-1),
-        jnp.stack(pre, axis=-1),
-    )
-    bounds, block, suf, pre = jax.lax.fori_loop(base_level, levels, level_body, state)
-    return bounds[:, 0], bounds[:, 1], tuple(block[:, j] for j in range(stored))
-
-
-def _rows(a, idx):
-    return jnp.take(a, idx, axis=0, mode="clip")
+    state = (start, end, block, suf, pre)
+    return jax.lax.fori_loop(base_level, levels, level_body, state)
 
 
 def _take_i(a, idx):
@@ -466,7 +457,7 @@ def pav(kind, stats, valid, chunk=None):
         suf = tuple(_cum_logsumexp(a, reverse=True).reshape(total) for a in elem)
 
     if levels > base_level:
-        start, end, block = _merge_levels(
+        start, end, block, suf, pre = _merge_levels(
             kind, base_level, levels, start, end, block, suf, pre, live
         )
 
