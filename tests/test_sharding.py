@@ -105,4 +105,4 @@ def test_sort_based_ops_do_not_gather_a_sharded_batch():
     assert len(rows) == 6
     for name, gathers, spec in rows:
         assert gathers == "0", (name, gathers)
-        assert spec == "PartitionSpec('data',)", (name, spec)
+        assert spec in ("P('data',)", "PartitionSpec('data',)"), (name, spec)  # repr varies
