@@ -309,6 +309,7 @@ def main(argv: list[str] | None = None) -> dict:
         reps=reps,
     )
     rows: list[dict] = []
+    out = a.out or pathlib.Path(__file__).resolve().parent / "results" / "run.json"
     for shape in shapes:
         b, n = shape
         x = jax.random.normal(jax.random.key(n), shape, jnp.float32)
@@ -352,8 +353,8 @@ def main(argv: list[str] | None = None) -> dict:
                 f"fwd {1e3 * res['fwd_s']:.3g} ms ({res['fwd_ratio']:.3g}× argsort)"
                 + (f", fwd+bwd {1e3 * res['fwd_bwd_s']:.3g} ms" if "fwd_bwd_s" in res else "")
             )
+        _meta.write(out, meta, rows)  # after every shape: a stopped run keeps what it measured
     print(table(rows))
-    out = a.out or pathlib.Path(__file__).resolve().parent / "results" / "run.json"
     _meta.write(out, meta, rows)
     _log(f"wrote {out}")
     return {"meta": meta, "rows": rows}
