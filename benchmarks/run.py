@@ -29,6 +29,7 @@ import argparse
 import dataclasses
 import importlib
 import importlib.metadata
+import json
 import pathlib
 import sys
 import time
@@ -284,7 +285,12 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--work-cap", type=float, default=2e10, help="b·n² pair terms")
     p.add_argument("--min-time", type=float, default=None, help="seconds per timed cell")
     p.add_argument("--out", default=None, help="JSON path (default benchmarks/results/run.json)")
+    p.add_argument("--render", default=None, help="print the table of an existing JSON and exit")
     a = p.parse_args(argv)
+    if a.render:
+        data = json.loads(pathlib.Path(a.render).read_text())
+        print(table(data["rows"]))
+        return data
 
     ops = tuple(o for o in a.ops.split(",") if o)
     shapes = parse_shapes(a.shapes) if a.shapes else (QUICK_SHAPES if a.quick else SHAPES)

@@ -64,17 +64,19 @@ def per_temperature(rows, key, ylabel, name, log_y):
             sel = [r for r in rows if r["op"] == op and r["standardize"] == std
                    and r["n"] == 1000 and r["scale"] == 1.0]  # fmt: skip
             for label in sorted({r["label"] for r in sel}):
-                pts = sorted((r["temperature"], r[key]) for r in sel if r["label"] == label)
+                pts = sorted((r["temperature"], max(r[key], 1e-7) if log_y else r[key])
+                             for r in sel if r["label"] == label)  # fmt: skip
                 ax.plot(*zip(*pts, strict=True), marker="o", ms=3, label=label)
             ax.set_xscale("log")
             if log_y:
-                ax.set_yscale("symlog", linthresh=1e-4)
+                ax.set_yscale("log")  # errors below 1e-7 are drawn at 1e-7
             ax.set_title(f"{op}, standardize={std}, n=1000", fontsize=9)
             if i == 1:
                 ax.set_xlabel("temperature")
             if j == 0:
                 ax.set_ylabel(ylabel)
-            ax.legend(fontsize=7)
+            if sel:
+                ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(OUT / name, dpi=100)
 
