@@ -29,6 +29,7 @@ import argparse
 import dataclasses
 import importlib
 import importlib.metadata
+import json
 import pathlib
 import sys
 import time
@@ -284,7 +285,12 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--work-cap", type=float, default=2e10, help="b·n² pair terms")
     p.add_argument("--min-time", type=float, default=None, help="seconds per timed cell")
     p.add_argument("--out", default=None, help="JSON path (default benchmarks/results/run.json)")
+    p.add_argument("--render", default=None, help="print the table of an existing JSON and exit")
     a = p.parse_args(argv)
+    if a.render:
+        data = json.loads(pathlib.Path(a.render).read_text())
+        print(table(data["rows"]))
+        return data
 
     ops = tuple(o for o in a.ops.split(",") if o)
     shapes = parse_shapes(a.shapes) if a.shapes else (QUICK_SHAPES if a.quick else SHAPES)
@@ -309,6 +315,7 @@ def main(argv: list[str] | None = None) -> dict:
         reps=reps,
     )
     rows: list[dict] = []
+    out = a.out or pathlib.Path(__file__).resolve().parent / "results" / "run.json"
     for shape in shapes:
         b, n = shape
         x = jax.random.normal(jax.random.key(n), shape, jnp.float32)
@@ -352,8 +359,10 @@ def main(argv: list[str] | None = None) -> dict:
                 f"fwd {1e3 * res['fwd_s']:.3g} ms ({res['fwd_ratio']:.3g}× argsort)"
                 + (f", fwd+bwd {1e3 * res['fwd_bwd_s']:.3g} ms" if "fwd_bwd_s" in res else "")
             )
+        _meta.write_record(
+            out, meta, rows
+        )  # after every shape: a stopped run keeps what it measured
     print(table(rows))
-    out = a.out or pathlib.Path(__file__).resolve().parent / "results" / "run.json"
     _meta.write_record(out, meta, rows)
     _log(f"wrote {out}")
     return {"meta": meta, "rows": rows}
