@@ -9,6 +9,7 @@ shapes of issue #3, for:
 * ``iso-topk-l2``: ``soft_topk_mask(method="isotonic")`` with ``k = min(10, n)``;
 * ``lapsum`` / ``lapsum-topk``: ``soft_rank`` / ``soft_topk_mask`` with ``method="lapsum"``;
 * ``sigmoid``: ``soft_rank(method="sigmoid")`` (O(n²) pairwise), if available;
+* ``network``: ``soft_rank(method="network")`` (bitonic, logistic sigmoid), O(n log² n);
 * ``sinkhorn`` / ``sink-topk``: ``method="sinkhorn"`` at ``temperature=1e-2`` (OTT's default
   epsilon), ranks limited like OTT's, top-k (O(n · iterations)) at every shape;
 * ``ott-ranks`` / ``ott-topk``: ``ott.tools.soft_sort.ranks`` / ``topk_mask`` (optional);
@@ -21,7 +22,8 @@ running for minutes. Every JAX row reports the steady-state median and the compi
 a user pays once per new shape: ``compile_s``, the wall seconds of trace + lower + XLA compile,
 and ``compile_cpu_s``, the CPU seconds of the process over the same span (on a loaded machine
 the wall time counts the waits for a core; the CPU time does not), and likewise the steady
-state as ``median_s`` (wall) and ``median_cpu_s``. Usage::
+state as ``median_s`` (wall) and ``median_cpu_s``, and ``temp_MiB``, the temporary buffer
+memory of the compiled program as XLA reports it (``memory_analysis()``). Usage::
 
     python benchmarks/bench_isotonic.py            # full table, writes results/isotonic.json
     python benchmarks/bench_isotonic.py --quick    # smoke run on small shapes
@@ -31,21 +33,20 @@ state as ``median_s`` (wall) and ``median_cpu_s``. Usage::
 from __future__ import annotations
 
 import argparse
-import datetime
-import json
-import os
 import pathlib
-import platform
 import statistics
-import sys
 import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-from _timing import time_calls
 
-import rank_relax_jax
+try:  # python -m benchmarks.bench_isotonic
+    from benchmarks import _meta
+    from benchmarks._timing import time_calls
+except ImportError:  # python benchmarks/bench_isotonic.py
+    import _meta
+    from _timing import time_calls
 
 SHAPES = [
     (1, 100),
@@ -76,6 +77,10 @@ def _compile_and_time(fn, *args):
     wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
     res = _timeit(compiled, *args)
     finite = bool(jnp.all(jnp.isfinite(compiled(*args))))
+    try:
+        temp_mib = compiled.memory_analysis().temp_size_in_bytes / 2**20
+    except Exception:  # not every backend reports it
+        temp_mib = None
     # CPU seconds per call as well: on a shared machine the wall-clock median counts the waits.
     cpu_times = []
     for _ in range(max(3, min(res["reps"], 10))):
@@ -88,6 +93,7 @@ def _compile_and_time(fn, *args):
         "compile_s": wall,
         "compile_cpu_s": cpu,
         "finite": finite,
+        "temp_MiB": temp_mib,
     }
 
 
@@ -114,6 +120,7 @@ def _jax_methods():
         methods["sigmoid"] = (lambda x: soft_rank(x, method="sigmoid", temperature=1.0), "pairs")
     except Exception as err:  # the sigmoid method may not exist yet
         print(f"# sigmoid method unavailable: {type(err).__name__}: {err}")
+    methods["network"] = (lambda x: soft_rank(x, method="network", temperature=1.0), "nlogn")
     if "sinkhorn" in methods_of("rank"):  # O(n² · iterations): same size limit as OTT's
         methods["sinkhorn"] = (
             lambda x: soft_rank(x, method="sinkhorn", temperature=1e-2),
@@ -140,6 +147,10 @@ def _jax_methods():
     except ImportError as err:
         print(f"# rax unavailable: {err}")
     return methods
+
+
+def _peer_versions():
+    return {name: _meta._version(name) for name in ("ott-jax", "rax", "torch", "torchsort")}
 
 
 def _torchsort_method():
@@ -201,6 +212,7 @@ def main():
     shapes = QUICK_SHAPES if args.quick else SHAPES
     if args.shapes:
         shapes = [tuple(int(d) for d in s.split("x")) for s in args.shapes.split(",")]
+    meta = _meta.collect(_peer_versions(), dtype="float32")
     methods = _jax_methods()
     torch_run = _torchsort_method()
     wanted = set(filter(None, args.methods.split(",")))
@@ -248,25 +260,11 @@ def main():
                 rows.append({"shape": shape, "method": "torchsort", "mode": mode, **res})
                 print(f"{shape!s:>13} torchsort     {mode:7} {res['median_s'] * 1e3:9.2f} ms")
 
-    meta = {
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "platform": platform.platform(),
-        "processor": platform.processor(),
-        "cpu_count": os.cpu_count(),
-        "loadavg": os.getloadavg(),
-        "command": " ".join(["python", *sys.argv]),
-        "rank_relax_jax": str(pathlib.Path(rank_relax_jax.__file__).parent),
-        "jax": jax.__version__,
-        "device": str(jax.devices()[0]),
-        "dtype": "float32",
-        "torchsort": torch_run is not None,
-    }
-    out = pathlib.Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
+    meta["torchsort"] = torch_run is not None
+    flat = [{**r, "shape": "x".join(map(str, r["shape"]))} for r in rows]
+    _meta.write_record(args.out, meta, flat)
     print()
     print(markdown_table(rows))
-    print(f"\nwrote {out}")
 
 
 def markdown_table(rows):
@@ -313,9 +311,13 @@ def markdown_table(rows):
                     cells.append("error")
                 else:
                     nan = "" if r.get("finite", True) else ", non-finite"
+                    compiled = (
+                        f" [{r['compile_s']:.1f} / {r['compile_cpu_s']:.1f}]"
+                        if "compile_s" in r
+                        else ""  # torchsort: nothing to compile
+                    )
                     cells.append(
-                        f"{r['median_s'] * 1e3:.2f}{cpu_ms(r)} ({r['ratio']:.1f}×{nan}) "
-                        f"[{r['compile_s']:.1f} / {r.get('compile_cpu_s', float('nan')):.1f}]"
+                        f"{r['median_s'] * 1e3:.2f}{cpu_ms(r)} ({r['ratio']:.1f}×{nan}){compiled}"
                     )
             lines.append(f"| {shape} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
