@@ -119,11 +119,28 @@ def test_softjax():
 def test_diffsort():
     torch = _peer("torch")
     diffsort = _peer("diffsort")
-    # DiffSortNet(type, n, steepness=β): n a power of 2 for "bitonic"; returns (sorted
-    # ascending, P) with sorted = x @ P. β plays the role of 1 / temperature.
-    x = np.pad(X, ((0, 0), (0, 3)), constant_values=10.0)
-    sorted_x, perm = diffsort.DiffSortNet("bitonic", 8, steepness=1e4)(torch.tensor(x))
-    np.testing.assert_allclose(sorted_x.numpy(), np.sort(x), atol=1e-2)
-    np.testing.assert_allclose(
-        (torch.tensor(x).unsqueeze(1) @ perm)[:, 0].numpy(), sorted_x.numpy(), atol=1e-5
-    )
+    # DiffSortNet(type, n, steepness=β, distribution=f) returns (sorted ascending, P) with
+    # sorted = x @ P; it swaps with α = f(β (b - a)), ours with f((b - a) / τ), so τ = 1/β, and
+    # our P is its transpose (rows are sorted slots). Its "reciprocal" is f(v) = ½ + ½ v/(2 + |v|),
+    # the ICLR 2022 paper's ½ + ½·2v/(1 + 2|v|) (ours) at a quarter of the steepness: τ = 4/β.
+    # Same networks, same comparators: the numbers agree to rounding, in float64.
+    x = np.random.default_rng(0).standard_normal((3, 8))
+    beta = 2.0
+    for net, n in (("bitonic", 8), ("odd_even", 8), ("odd_even", 5)):
+        for f in ("logistic", "cauchy", "reciprocal", "optimal"):
+            sorted_x, perm = diffsort.DiffSortNet(net, n, steepness=beta, distribution=f)(
+                torch.tensor(x[:, :n])
+            )
+            kw = dict(method="network", network=net, sigmoid=f)
+            kw["temperature"] = (4.0 if f == "reciprocal" else 1.0) / beta
+            with jax.enable_x64(True):
+                xs = jnp.asarray(x[:, :n], jnp.float64)
+                ours = rrj.soft_sort(xs, **kw)
+                p_ours = rrj.soft_permutation(xs, **kw)
+            msg = f"{net} {n} {f}"
+            # "optimal" is piecewise; diffsort evaluates its branches in a different order.
+            tol = 1e-9 if f == "optimal" else 1e-12
+            np.testing.assert_allclose(ours, sorted_x.numpy(), atol=tol, err_msg=msg)
+            np.testing.assert_allclose(
+                p_ours, np.swapaxes(perm.numpy(), -1, -2), atol=tol, err_msg=msg
+            )
