@@ -31,7 +31,8 @@ NOT_PERMUTATION_INVARIANT = frozenset({"network"})
 
 # Methods whose equal scores need not get equal (average) ranks: a network comparator of a tie
 # has alpha = 1/2 and averages only its own pair, so a tie of three or more entries is not mixed
-# evenly by the layers (two-way ties are: adjacent ranks always meet in a comparator).
+# evenly by the layers (two-way ties are with the logistic sigmoid, not always with the heavy
+# tails: network.py, "Limit behaviour").
 TIES_NOT_AVERAGED = frozenset({"network"})
 
 # Methods whose outputs need not become uniform (every rank the middle one, every sorted slot
