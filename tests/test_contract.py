@@ -62,7 +62,11 @@ def _ranking_op(op: str, method: str, **options) -> Op:
     modes = () if method in SURROGATE_GRADIENT else ("fwd", "rev")
     name = f"soft_{op}-{case_id((method, options))}"
     return Op(
-        name, fn, kind, grad_modes=modes, hard_limit_temperature=hard_limit_temperature(method)
+        name,
+        fn,
+        kind,
+        grad_modes=modes,
+        hard_limit_temperature=hard_limit_temperature(method, options),
     )
 
 
@@ -79,7 +83,7 @@ def _topk_op(method: str, **options) -> Op:
         "elementwise",
         descending=False,
         grad_modes=modes,
-        hard_limit_temperature=hard_limit_temperature(method),
+        hard_limit_temperature=hard_limit_temperature(method, options),
     )
 
 

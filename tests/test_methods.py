@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 import scipy.special
 import scipy.stats
-from _cases import SURROGATE_GRADIENT
+from _cases import NOT_UNIFORM_AT_HUGE_TEMPERATURE, SURROGATE_GRADIENT
 from jax.test_util import check_grads
 
 from rank_relax_jax import methods, ranking
@@ -271,7 +271,8 @@ def test_sort_and_permutation_hard_limit(method, descending):
     np.testing.assert_allclose(p, np.eye(5)[order], atol=1e-3)
 
 
-@pytest.mark.parametrize("method", RANK)
+# The network's limit is not uniform (tests/_cases.py); test_numerics.py checks what it is.
+@pytest.mark.parametrize("method", [m for m in RANK if m not in NOT_UNIFORM_AT_HUGE_TEMPERATURE])
 def test_large_temperature_gives_middle_rank(method):
     out = rank_fn(method)(jnp.asarray(X5), 1e6)
     np.testing.assert_allclose(out, 3.0, atol=1e-4)

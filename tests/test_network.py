@@ -116,6 +116,27 @@ def test_any_length_doubly_stochastic_and_consistent(network, n):
 
 
 @pytest.mark.parametrize("network", NETWORKS)
+def test_tie_and_huge_temperature_limits(network):
+    # network.py, "Limit behaviour": a comparator of a tie averages only its own pair, so a
+    # two-way tie gets its average rank (logistic: what leaks onto the tied wires first is
+    # e^(-1/tau), far below tau) but a constant list of 5 does not get 3 everywhere; as
+    # tau -> inf, P tends to a fixed product of pair-averaging layers (the same for every x),
+    # uniform only for the bitonic network on a power of two.
+    f = ops(network, "logistic")
+    x = jnp.asarray([[0.0] * 5, [1.0, 3.0, 1.0, 2.0, 0.0]])
+    rank = np.asarray(f(x, 1e-3)[1])
+    constant = (
+        [2.8125] * 4 + [3.75] if network == "bitonic" else [75 / 32] * 2 + [3.25] * 2 + [3.8125]
+    )
+    np.testing.assert_allclose(rank[0], constant, atol=1e-9)
+    np.testing.assert_allclose(rank[1], [2.5, 5.0, 2.5, 4.0, 1.0], atol=1e-6)
+    for n, uniform in ((5, False), (4, network == "bitonic")):
+        p = np.asarray(f(jnp.asarray(_distinct((2, n), seed=n)), 1e8)[2])
+        np.testing.assert_allclose(p[0], p[1], atol=1e-6)
+        assert (np.abs(p - 1 / n).max() < 1e-6) == uniform
+
+
+@pytest.mark.parametrize("network", NETWORKS)
 def test_monotone_sigmoids_give_monotone_networks(network):
     # ICLR 2022: f' in Θ(1/z²) makes every relaxed swap, hence the network, monotone.
     rng = np.random.default_rng(3)

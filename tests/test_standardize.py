@@ -12,6 +12,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from _cases import TIES_NOT_AVERAGED
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -97,7 +98,10 @@ def test_masked_equals_filtered_and_constant_lists_are_finite(v):
         for const in (0.0, 0.3, -2e5):
             out, g = _run(v, np.full(N, const))
             assert np.all(np.isfinite(out)) and np.all(np.isfinite(g)), (const, out, g)
-            if v.op == "rank":  # all tied: every entry gets the mean rank
+            if v.op == "rank" and v.method in TIES_NOT_AVERAGED:  # tests/_cases.py
+                np.testing.assert_allclose(out.sum(), N * (N + 1) / 2, rtol=1e-9)
+                assert np.all(out >= 1 - 1e-9) and np.all(out <= N + 1e-9)
+            elif v.op == "rank":  # all tied: every entry gets the mean rank
                 np.testing.assert_allclose(out, (N + 1) / 2, rtol=1e-6)
             if v.op == "sort":
                 np.testing.assert_allclose(out, const, rtol=1e-6, atol=1e-12)

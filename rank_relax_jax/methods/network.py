@@ -39,6 +39,26 @@ Networks (``network=``):
 * ``"bitonic"``: Batcher's bitonic sorter on $N = 2^{\lceil \log_2 n \rceil}$ wires,
   $\log_2 N\,(\log_2 N + 1)/2$ layers of $N/2$ comparators.
 
+Limit behaviour. As $\tau \to 0$, $\hat P$ tends to the sorting permutation for distinct
+values. A swap of values $\Delta$ apart leaks $1 - f(\Delta/\tau)$ of its mass: $e^{-\Delta/\tau}$
+for ``logistic`` but only $\tau/(\pi\Delta)$ (``cauchy``), $\tau/(4\Delta)$ (``reciprocal``) or
+$\tau/(16\Delta)$ (``optimal``) for the heavy tails, so those need a far smaller $\tau$ for the
+same accuracy. At a tie $z = 0$, so $\alpha = \tfrac12$ at every $\tau$ and the comparator
+averages its pair only. Three or more tied entries need not get equal ranks (a constant list
+of 5 gets the bitonic ranks $(2.8125, 2.8125, 2.8125, 2.8125, 3.75)$, not 3 each). Two tied
+entries get their average rank in the limit with ``logistic`` (entries adjacent in sorted order
+always meet in a comparator, and what leaks onto their wires before, $e^{-\Delta/\tau}$, is far
+below $\tau$), but not always with the heavy tails: their $O(\tau)$ leak is $O(1)$ on the
+scale $\tau$ of the tied comparator ($[1, 3, 1, 2, 0]$, odd-even, ``cauchy``: ranks 2.40 and
+2.60 of the tie as $\tau \to 0$, float64). Likewise as
+$\tau \to \infty$ every $\alpha \to \tfrac12$ and $\hat P$ tends to a fixed product of
+pair-averaging layers, independent of $x$ but uniform (every rank $(m + 1)/2$, every sorted slot
+the mean) only for the bitonic network with $m$ a power of two, whose last merge is a complete
+butterfly; odd-even transposition on $m > 2$ wires, or bitonic with padded wires, stays
+non-uniform ($m = 5$: $\max_{rj} |\hat P_{rj} - \tfrac15| = 0.175$ odd-even, $0.3$ bitonic).
+For the same reason the relaxation is not permutation invariant: the soft outputs of a permuted
+list differ (beyond the hard limit), because its entries meet different partners on the wires.
+
 Implementation. The swaps act on the values directly, one layer per ``lax.scan`` step, so the
 compiled program has one layer body whatever $n$; a layer is two shifted slices (no gather, no
 per-layer matrix) and an elementwise mix: $O(N)$ per layer, $O(n^2)$ (odd-even) or
@@ -116,12 +136,12 @@ def _steepness(w, pw, sign, inv_t, soft):
 
 @functools.partial(jax.custom_jvp, nondiff_argnums=(0,))
 def _mix(kind, w, pw, sign, inv_t, soft, hard):
-    r"""One comparator's output on each wire: $lpha w + (1 - lpha) w_{partner}$.
+    r"""One comparator's output on each wire: $\alpha w + (1 - \alpha) w_{partner}$.
 
-    $lpha = f(z)$ on soft pairs, ``hard`` (0 or 1) elsewhere. Custom JVP: with
-    $z = s (w_p - w)/	au$, $\partial y/\partial w = lpha + z f'(z)$ and
-    $\partial y/\partial w_p = 1 - lpha - z f'(z)$. Autodiff would form
-    $(w - w_p) \cdot f'(z) \cdot (1/	au)$ from its factors, whose product overflows in
+    $\alpha = f(z)$ on soft pairs, ``hard`` (0 or 1) elsewhere. Custom JVP: with
+    $z = s (w_p - w)/\tau$, $\partial y/\partial w = \alpha + z f'(z)$ and
+    $\partial y/\partial w_p = 1 - \alpha - z f'(z)$. Autodiff would form
+    $(w - w_p) \cdot f'(z) \cdot (1/\tau)$ from its factors, whose product overflows in
     float32 for large inputs with a small temperature even though $z f'(z)$ is bounded.
     """
     z, _ = _steepness(w, pw, sign, inv_t, soft)
@@ -333,8 +353,10 @@ def network_rank(
     layer matrix $M_\ell$ is symmetric, $\hat P^\top \rho = M_1 \cdots M_L \rho$: the forward
     pass keeps each layer's $\alpha$, and a second scan runs the layers backwards over
     $\rho = (1, \dots, n)$. The ranks lie in $[1, m]$ and sum to $m(m + 1)/2$ ($\hat P$ is
-    doubly stochastic); they tend to the exact ranks of distinct values as $\tau \to 0$, and
-    tied values get equal ranks in the limit of the network's pairwise averaging.
+    doubly stochastic); they tend to the exact ranks of distinct values as $\tau \to 0$. Two
+    tied values get their average rank in that limit with ``logistic``, three or more need
+    not, and a huge $\tau$ need not give every entry $(m + 1)/2$ (module docstring, "Limit
+    behaviour").
 
     Cost: two passes of the network, $O(nL)$ time and memory ($L$ as in `network_sort`).
 
