@@ -257,6 +257,29 @@ def test_extreme_magnitudes_and_temperatures(dtype):
             np.testing.assert_allclose(topk[:6], [1, 0, 0, 1, 0, 0], atol=0.2)
 
 
+def test_gaps_beyond_the_dtype_range():
+    # 3.2e38 - (-3.4e38) is inf in float32: the kernels first scale each list by a power of two
+    # (the permutation and top-k mask were NaN, values and gradients, before).
+    x = jnp.asarray([3.2e38, -3.4e38, 1.0], jnp.float32)
+
+    @jax.jit
+    def run(v):
+        def loss(u):
+            outs = [op(u, jnp.float32(1.0)) for op in _ALL]  # summed in float64 (x64 on)
+            return sum(
+                jnp.sum(o * jnp.cos(jnp.arange(o.size)).reshape(o.shape)) for o in outs
+            ), outs
+
+        return jax.grad(loss, has_aux=True)(v)
+
+    g, (r, s, m, p) = run(x)
+    assert np.all(np.isfinite(np.asarray(g)))
+    np.testing.assert_allclose(r, [3.0, 1.0, 2.0], atol=1e-6)
+    np.testing.assert_allclose(s, np.float32([-3.4e38, 1.0, 3.2e38]), rtol=1e-6)
+    np.testing.assert_allclose(m, [1.0, 0.0, 1.0], atol=1e-6)  # k = 2
+    np.testing.assert_allclose(p, np.eye(3)[[1, 2, 0]], atol=1e-6)
+
+
 def test_masked_equals_filtered_with_garbage_padding():
     # Every row has 17 valid entries at different places: the filtered lists share one compile.
     rng = np.random.default_rng(8)
