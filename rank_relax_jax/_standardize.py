@@ -12,19 +12,19 @@ entries (padding is ignored and stays 0) and c(m) is a per-method factor chosen 
 error *relative to the list* (mean |soft rank − rank| / m, the share of the k-mask misplaced,
 the sorting error in units of σ) depends on neither n nor the scale of x:
 
-========================  ========  ===================================================
-method                    c(m)      why
-========================  ========  ===================================================
-isotonic L2 rank / sort   m         ρ = (m, …, 1) has unit gaps; z-scores of m entries
-                                    have gaps ~ 1/m, so without the factor the share of
-                                    pooled (tied) entries grows with m.
-neuralsort                1/m       its logits (m + 1 − 2i)·x − Σ|x − x_k| grow with m;
-                                    the factor keeps the blurred share of rows fixed.
-everything else           1         pairwise sigmoid/probabilistic/LapSum-type CDF sums,
-                                    SoftSort, isotonic KL and top-k masks, Sinkhorn/OT,
-                                    sorting networks: the blurred share is the share of
-                                    z-scores within ~τ of each other, already m-free.
-========================  ========  ===================================================
+| method | c(m) |
+| --- | --- |
+| isotonic L2 rank / sort | m |
+| neuralsort | 1/m |
+| everything else | 1 |
+
+* isotonic L2: ρ = (m, …, 1) has unit gaps; z-scores of m entries have gaps ~ 1/m, so without
+  the factor the share of pooled (tied) entries grows with m.
+* neuralsort: its logits (m + 1 − 2i)·x − Σ|x − x_k| grow with m; the factor keeps the blurred
+  share of rows fixed.
+* everything else (pairwise sigmoid/probabilistic/LapSum-type CDF sums, SoftSort, isotonic KL
+  and top-k masks, Sinkhorn/OT, sorting networks): the blurred share is the share of z-scores
+  within ~τ of each other, already m-free.
 
 ``soft_sort`` maps its output back to x's units, σ·sort(z)/c(m) + μ, so the hard limit is still
 ``jnp.sort(x)``. σ is floored at 16·eps·max|x| (and at √tiny), with a stop-gradient on the

@@ -48,7 +48,7 @@ class Op:
     neg_inf: bool = False  # -inf scores are legal (samplers): "never selected"
     sums_to_k: bool = False
     max_ok: bool = True  # False: known overflow at the dtype's max (pinned below as xfail)
-    range_ok: bool = True  # False: known range bug (smoothi ties, pinned in test_numerics.py)
+    range_ok: bool = True  # False: ranks can leave [1, m] (smoothi ties, see test_numerics.py)
     half_grad_ok: bool = True  # False: gradient ~1/temperature overflows float16 (documented)
     uses_where: bool = True
 

@@ -89,25 +89,22 @@ def ref_permutation(x, tau):
 
 
 # ----------------------------------------------------------------------------------------------
-# The library, one jitted function per operation: value and the VJP in x and in τ.
+# The library: value and the VJP in x and in τ of the rank, the sort and the top-k mask (k = 7),
+# in one jitted function (one compile per shape instead of three).
 
 
-def _vjp_fn(op):
-    @jax.jit
-    def f(x, tau, v):
-        out, vjp = jax.vjp(lambda a, t: op(a, t), x, tau)
-        gx, gt = vjp(v)
-        return out, gx, gt
-
-    return f
-
-
-_RANK = _vjp_fn(lambda x, t: soft_rank(x, method="lapsum", temperature=t))
-_SORT = _vjp_fn(lambda x, t: soft_sort(x, method="lapsum", temperature=t))
-_TOPK = {
-    k: _vjp_fn(lambda x, t, k=k: soft_topk_mask(x, k, method="lapsum", temperature=t))
-    for k in (1, 7)
-}
+@jax.jit
+def _values_and_vjps(x, tau, v, v_sort):
+    ops = {
+        "rank": (lambda a, t: soft_rank(a, method="lapsum", temperature=t), v),
+        "sort": (lambda a, t: soft_sort(a, method="lapsum", temperature=t), v_sort),
+        "topk": (lambda a, t: soft_topk_mask(a, 7, method="lapsum", temperature=t), v),
+    }
+    out = {}
+    for name, (op, cot) in ops.items():
+        value, vjp = jax.vjp(op, x, tau)
+        out[name] = (value, *vjp(cot))
+    return out
 
 
 def _case(n, seed, spread=1.0):
@@ -124,12 +121,13 @@ def test_matches_quadratic_reference(n, tau):
     v_sort = np.zeros(n)
     v_sort[slots] = v[slots]
     refs = {
-        "rank": (_RANK, ref_rank(x, tau, v), v, slice(None)),
-        "sort": (_SORT, ref_sort(x, tau, v_sort, slots), v_sort, slots),
-        "topk": (_TOPK[7], ref_topk(x, 7, tau, v), v, slice(None)),
+        "rank": (ref_rank(x, tau, v), slice(None)),
+        "sort": (ref_sort(x, tau, v_sort, slots), slots),
+        "topk": (ref_topk(x, 7, tau, v), slice(None)),
     }
-    for name, (fn, (val, gx, gt), vv, at) in refs.items():
-        out, got_gx, got_gt = fn(jnp.asarray(x), jnp.asarray(tau), jnp.asarray(vv))
+    got = _values_and_vjps(jnp.asarray(x), jnp.asarray(tau), jnp.asarray(v), jnp.asarray(v_sort))
+    for name, ((val, gx, gt), at) in refs.items():
+        out, got_gx, got_gt = got[name]
         out = out[at]
         scale = max(1.0, np.abs(val).max())
         np.testing.assert_allclose(out, val, rtol=0, atol=1e-10 * scale, err_msg=name)
@@ -255,6 +253,29 @@ def test_extreme_magnitudes_and_temperatures(dtype):
         if tau <= 1.0:  # gaps are >= 2, so τ = 1 is already close to exact
             np.testing.assert_allclose(rank[:6], scipy.stats.rankdata(exact[:6]), atol=0.2)
             np.testing.assert_allclose(topk[:6], [1, 0, 0, 1, 0, 0], atol=0.2)
+
+
+def test_gaps_beyond_the_dtype_range():
+    # 3.2e38 - (-3.4e38) is inf in float32: the kernels first scale each list by a power of two
+    # (the permutation and top-k mask were NaN, values and gradients, before).
+    x = jnp.asarray([3.2e38, -3.4e38, 1.0], jnp.float32)
+
+    @jax.jit
+    def run(v):
+        def loss(u):
+            outs = [op(u, jnp.float32(1.0)) for op in _ALL]  # summed in float64 (x64 on)
+            return sum(
+                jnp.sum(o * jnp.cos(jnp.arange(o.size)).reshape(o.shape)) for o in outs
+            ), outs
+
+        return jax.grad(loss, has_aux=True)(v)
+
+    g, (r, s, m, p) = run(x)
+    assert np.all(np.isfinite(np.asarray(g)))
+    np.testing.assert_allclose(r, [3.0, 1.0, 2.0], atol=1e-6)
+    np.testing.assert_allclose(s, np.float32([-3.4e38, 1.0, 3.2e38]), rtol=1e-6)
+    np.testing.assert_allclose(m, [1.0, 0.0, 1.0], atol=1e-6)  # k = 2
+    np.testing.assert_allclose(p, np.eye(3)[[1, 2, 0]], atol=1e-6)
 
 
 def test_masked_equals_filtered_with_garbage_padding():

@@ -32,10 +32,14 @@ $L_i = a_i L_{i-1} + 1$. The recurrences run as ``lax.associative_scan`` (O(n) w
 O(log n) depth). Each quantity is a sum of positive terms taken relative to the current
 element, and only differences of neighbouring sorted values are ever divided by $\tau$, so
 there is no overflow and no cancellation at any spread of values or temperature (a gap of
-$10^{36}\tau$ just gives $a_i = 0$). Between two sorted values $G$ is
-$i - \tfrac12 A u + \tfrac12 B g / u$ in $u = e^{-(t - y_i)/\tau}$, a quadratic in $u$
-after multiplying by $u$, so $G^{-1}$ is closed form once the segment is found (a binary
-search over $G(y_i)$); the root is taken in the form that has no cancellation, in log space.
+$10^{36}\tau$ just gives $a_i = 0$). So that the gaps themselves cannot overflow (values of
+opposite sign near the dtype's max), each list and its $\tau$ are first multiplied by one
+power of two near $1/\max|x|$ (exact; the sort is scaled back), and $\tau$ is then floored at
+``tiny / eps`` ($10^{-31}$ in float32), so every gap over $\tau$ is finite.
+Between two sorted values $G$ is $i - \tfrac12 A u + \tfrac12 B g / u$ in
+$u = e^{-(t - y_i)/\tau}$, a quadratic in $u$ after multiplying by $u$, so $G^{-1}$ is closed
+form once the segment is found (a binary search over $G(y_i)$); the root is taken in the form
+that has no cancellation, in log space.
 
 **Derivatives.** The rank Jacobian is symmetric, $J_{ii} = \sum_{j \ne i} p_{ij}$ and
 $J_{ij} = -p_{ij}$ with $p$ the Laplace density, so $J\dot x$ is again two prefix sums.
@@ -262,6 +266,28 @@ def _inverse_jvp(primals, tangents):
 # Kernels.
 
 
+def _rescale(x, mask, temperature):
+    """``x`` and ``τ`` times one power of two ``1/scale`` near ``1/max |x|``, and ``1/scale``.
+
+    Every output depends on ``x`` and ``τ`` only through ``x/τ`` (the sort is scaled back), so
+    this changes no value, but a gap between values of opposite sign near the dtype's max no
+    longer overflows (``3e38 - (-3e38)`` is ``inf`` in float32, and ``inf - inf`` made the
+    permutation and top-k mask NaN). The scale and its reciprocal stay normal numbers, so
+    ``|x/scale| < 16``; flooring ``τ/scale`` at ``tiny/eps`` (1e-31 in float32, as `network`
+    does) then keeps every ``gap/τ`` finite: only lists whose ``τ`` is below ``1e-31 max|x|``
+    are sharpened less. ``1/scale`` is a ``stop_gradient`` constant.
+    """
+    info = jnp.finfo(x.dtype)
+    mag = jnp.abs(x) if mask is None else jnp.where(mask, jnp.abs(x), 0.0)
+    top = lax.stop_gradient(jnp.max(mag, axis=-1, keepdims=True, initial=0.0))
+    top = jnp.where(jnp.isfinite(top) & (top > 0), top, 1.0)
+    top = jnp.clip(top, 4 * info.tiny, 1 / (4 * info.tiny))
+    mantissa, _ = jnp.frexp(top)
+    inv_scale = 2 * mantissa / top  # exactly 2**(1 - e) for top = mantissa * 2**e
+    tau = jnp.maximum(temperature * inv_scale, info.tiny / info.eps)
+    return x * inv_scale, tau, inv_scale
+
+
 def _sorted_frame(x, mask):
     perm = _sort.argsort(x, mask)
     y = jnp.take_along_axis(x, perm, axis=-1)
@@ -325,6 +351,7 @@ def lapsum_rank(
     """
     if x.shape[-1] == 0:
         return x
+    x, temperature, _ = _rescale(x, mask, temperature)
     xs = -x if descending else x
     perm, y, valid = _sorted_frame(xs, mask)
     r = _sorted_ranks(y, valid, temperature)
@@ -367,6 +394,7 @@ def lapsum_topk_mask(
     n = x.shape[-1]
     if k >= n:
         return jnp.ones_like(x)
+    x, temperature, _ = _rescale(x, mask, temperature)
     _, y, valid = _sorted_frame(x, mask)
     valid = _safe_valid(valid)
     m = jnp.sum(valid, axis=-1, keepdims=True).astype(x.dtype)
@@ -389,8 +417,11 @@ def lapsum_sort(
     are differentiated implicitly: $\partial s_r/\partial x_j = p_{rj} / \sum_l p_{rl}$,
     $p_{rj}$ the Laplace density at $s_r - x_j$ (a row-stochastic Jacobian), applied in
     O(n log n) by prefix sums. Unlike projection sorts the values are not convex
-    combinations of the inputs: for large $\tau$ they spread around the mean with slope
-    $\approx 2\tau/m$ per slot.
+    combinations of the inputs. As $\tau \to \infty$, $G(t) \to m\,F((t - \bar x)/\tau)$
+    with $F$ the standard Laplace CDF and $\bar x$ the mean of the valid entries, so the slots
+    do *not* all tend to the mean: $s_r - \tau F^{-1}\big((r - \tfrac12)/m\big) \to \bar x$
+    (Laplace quantiles scaled by $\tau$, centred on the mean; about $2\tau/m$ apart near the
+    middle slot, which is the mean for odd $m$).
 
     Cost: one sort, O(n) recurrences and a binary search per slot: O(n log n) time, O(n)
     memory, same for the derivatives.
@@ -414,6 +445,7 @@ def lapsum_sort(
     if x.shape[-1] == 0:
         return x
     sign = -1.0 if descending else 1.0
+    x, temperature, inv_scale = _rescale(x, mask, temperature)
     _, y, valid = _sorted_frame(sign * x, mask)
     valid = _safe_valid(valid)
     m = jnp.sum(valid, axis=-1, keepdims=True)
@@ -421,7 +453,7 @@ def lapsum_sort(
     # Slots past m repeat the last level (finite, and the wrapper zeros them).
     w = (jnp.minimum(slots, m) - 0.5).astype(x.dtype)
     t, _, _ = _inverse(y, valid, temperature, w)
-    return sign * t
+    return sign * t / inv_scale  # exact: a power of two
 
 
 @functools.partial(jax.jit, static_argnames=("descending",))
@@ -460,6 +492,7 @@ def lapsum_permutation(
     n = x.shape[-1]
     if n == 0:
         return jnp.zeros((*x.shape, 0), x.dtype)
+    x, temperature, _ = _rescale(x, mask, temperature)
     xs = -x if descending else x
     _, y, valid = _sorted_frame(xs, mask)
     valid = _safe_valid(valid)
@@ -469,7 +502,8 @@ def lapsum_permutation(
     w = jnp.where(inner, levels, jnp.maximum(m, 2) - 1).astype(x.dtype)
     w = jnp.where(m >= 2, w, 0.5)
     t, ref, off = _inverse(y, valid, temperature, w)
-    z = -_z(xs[..., None, :], t[..., :, None], ref[..., :, None], off[..., :, None], temperature)
+    tau = temperature[..., None]  # [..., 1, 1]
+    z = -_z(xs[..., None, :], t[..., :, None], ref[..., :, None], off[..., :, None], tau)
     cdf = jnp.where(inner[..., :, None], laplace_cdf(z), jnp.ones((), x.dtype))
     batch = x.shape[:-1]
     zeros = jnp.zeros((*batch, 1, n), x.dtype)

@@ -44,10 +44,12 @@ f_i \leftarrow -\varepsilon \log \sum_r b_r e^{(g_r - C_{ir})/\varepsilon}, \qqu
 g_r \leftarrow -\varepsilon \log \sum_i a_i e^{(f_i - C_{ir})/\varepsilon},
 $$
 
-computed with max-shifted log-sum-exps over the valid entries only (padding has zero mass and
-never enters a sum). Each iteration ends with a $g$ update, so the column (target) marginals
-hold to rounding: the soft permutation's rows sum to 1, the sorted values are convex
-combinations of the inputs, the ranks sum to $m(m+1)/2$ and the top-k mask sums to $k$.
+computed as log-sum-exps over the valid entries only (padding has zero mass and never enters a
+sum), with the largest $g_r - C_{ir}$ taken out *before* dividing by $\varepsilon$, so the
+potentials are as precise as the costs at any $\varepsilon$. Each iteration ends with a $g$
+update, so the column (target) marginals hold to rounding: the soft permutation's rows sum
+to 1, the sorted values are convex combinations of the inputs, the ranks sum to $m(m+1)/2$ and
+the top-k mask sums to $k$.
 The convergence error is the largest relative row-marginal error,
 $\max_i |m \sum_r \hat P_{ir} - 1|$ (how far a column of the soft permutation is from summing
 to 1), which the $f$ update gives for free ($m \sum_r \hat P_{ir} = e^{(f_i - f_i')/\varepsilon}$).
@@ -75,10 +77,22 @@ $n \times n$ kernel is recomputed, so memory is O(n² + iterations · n), not
 O(iterations · n²). The price is a backward pass of a few forward passes (about 5× the
 forward at n = 1,000 on CPU), over the iterations actually run.
 
+**Reading off the plan.** With $g$ the last update, $\hat P_{ir} = b_r
+\operatorname{softmax}_i\big(\log a_i + (f_i - C_{ir})/\varepsilon\big)$ (the same number as
+$a_i b_r e^{(f_i + g_r - C_{ir})/\varepsilon}$), again shifted in cost units: it is bounded at
+any $\varepsilon$, where the rounding of $f_i + g_r - C_{ir}$ divided by a tiny $\varepsilon$
+would overflow (float32 ranks of ``[inf, inf, 0, 0, 0]`` at $\varepsilon = 10^{-30}$) or skew
+the plan by ulp$/\varepsilon$, and entries tied after the squash share each of their columns
+exactly evenly. $\varepsilon$ is floored at ``tiny / eps`` of the dtype ($10^{-31}$ in
+float32), like the other kernels' temperatures, so $1/\varepsilon$ stays finite in the backward
+pass. In float32 below $\varepsilon \approx 10^{-4}$ the stopping test itself (a difference of
+potentials over $\varepsilon$) is limited by rounding, and the iterations may run to the cap.
+
 Cost: O(n² · iterations) time for ranks, sorts and permutations (O(n · iterations) for top-k,
 which has 2 targets), O(n²) memory for the plan plus O(iterations · n) for the backward pass.
 As $\varepsilon \to 0$ (with the iterations converged), $\hat P \to$ the sorting permutation
-/ $m$ for distinct values, and ties share their slots evenly.
+/ $m$ for distinct values, and ties share their slots evenly (ranks of tied entries are their
+average rank, in float32 as in float64).
 """
 
 from __future__ import annotations
@@ -123,6 +137,34 @@ def _lse(v: jax.Array, valid: jax.Array, axis: int) -> jax.Array:
     ok = total > 0
     out = jnp.where(ok, jnp.log(jnp.where(ok, total, 1.0)) + shift, 0.0)
     return jnp.squeeze(out, axis=axis)
+
+
+def _shift(v: jax.Array, valid: jax.Array, axis: int) -> tuple[jax.Array, jax.Array]:
+    """``v`` minus its largest valid entry along ``axis``, and that maximum.
+
+    The maximum is a ``stop_gradient`` constant (0 for an empty or non-finite set).
+    """
+    big = _big(v.dtype)
+    top = jax.lax.stop_gradient(
+        jnp.max(jnp.where(valid, v, -big), axis=axis, keepdims=True, initial=-big)
+    )
+    top = jnp.where(jnp.isfinite(top) & (top > -big), top, 0.0)
+    return v - top, jnp.squeeze(top, axis=axis)
+
+
+def _smooth_max(
+    v: jax.Array, log_w: jax.Array, valid: jax.Array, eps: jax.Array, axis: int
+) -> jax.Array:
+    r"""$\varepsilon \log \sum_{\text{valid}} e^{\log w + v / \varepsilon}$ along ``axis``.
+
+    The largest ``v`` is taken out *before* dividing by $\varepsilon$ and added back exactly,
+    so the result is as precise as ``v`` itself: dividing first would leave only
+    $\varepsilon \cdot$ (the ulp of $v / \varepsilon$) of precision, a whole ulp of
+    $v$ per division. ``eps`` broadcasts against the reduced shape.
+    """
+    d, top = _shift(v, valid, axis)
+    e = jnp.expand_dims(eps, axis)
+    return top + eps * _lse(log_w + d / e, valid, axis)
 
 
 def _valid(x: jax.Array, mask: jax.Array | None) -> jax.Array:
@@ -203,6 +245,10 @@ def solve(
       ``[..., n, T]`` plan with zeros outside valid pairs; its column sums are $b$ up to
       rounding and its row sums $a$ up to ``threshold`` (when converged).
     """
+    info = jnp.finfo(z.dtype)
+    # Floor epsilon at tiny / eps (1e-31 in float32), as the other kernels floor their
+    # temperature: (f - C) / epsilon and the 1 / epsilon of the backward pass stay finite.
+    epsilon = jnp.maximum(epsilon, info.tiny / info.eps)
     pair = valid_z[..., :, None] & valid_y[..., None, :]
     cost = jnp.square(z[..., :, None] - y[..., None, :])
     if cost_scale is None:  # differentiated: the schedule is part of the computed function
@@ -216,17 +262,14 @@ def solve(
         return jnp.square(z[..., :, None] - y[..., None, :])
 
     def step(carry, t):
-        f, g, done = carry
-
         def update(state):
-            f, g, done = state
+            f, g, eps_last, done = state
             eps = jnp.maximum(epsilon, c_max * _DECAY**t)  # [..., 1]
             c = cost_fn()
             pair = valid_z[..., :, None] & valid_y[..., None, :]  # no n × n closure
-            f_new = -eps * _lse(log_b[..., None, :] + (g[..., None, :] - c) / eps[..., None], pair,
-                                axis=-1)  # fmt: skip
-            g_new = -eps * _lse(log_a[..., :, None] + (f_new[..., :, None] - c) / eps[..., None],
-                                pair, axis=-2)  # fmt: skip
+            f_new = -_smooth_max(g[..., None, :] - c, log_b[..., None, :], pair, eps, -1)
+            eps_col = jnp.broadcast_to(eps, g.shape)  # [..., T], one eps per list
+            g_new = -_smooth_max(f_new[..., :, None] - c, log_a[..., :, None], pair, eps_col, -2)
             # Row sums of the plan before this update, relative to a: exp((f - f_new) / eps).
             gap = jax.lax.stop_gradient(jnp.expm1((f - f_new) / eps))
             err = jnp.max(
@@ -237,6 +280,7 @@ def solve(
             return (
                 jnp.where(keep, f, f_new),
                 jnp.where(keep, g, g_new),
+                jnp.where(keep, eps_last, eps),
                 done | stop,
             )
 
@@ -244,19 +288,30 @@ def solve(
         # the skipping branch returns the update's n × n residuals as zeros at every one of the
         # num_iterations steps (3× slower at n = 1,000, and 10× for top-k).
         remat = jax.checkpoint(update, prevent_cse=False)
-        return jax.lax.cond(jnp.all(done), lambda s: s, remat, (f, g, done)), None
+        return jax.lax.cond(jnp.all(carry[-1]), lambda s: s, remat, carry), None
 
     init = (
         jnp.zeros(z.shape, z.dtype),
         jnp.zeros(y.shape, z.dtype),
+        c_max,
         jnp.zeros((*batch, 1), bool),
     )
     steps = jnp.arange(num_iterations, dtype=z.dtype)
-    (f, g, _), _ = jax.lax.scan(jax.checkpoint(step, prevent_cse=False), init, steps)
-    logits = (f[..., :, None] + g[..., None, :] - cost_fn()) / epsilon
-    logits = logits + log_a[..., :, None] + log_b[..., None, :]
+    (f, _, eps, _), _ = jax.lax.scan(jax.checkpoint(step, prevent_cse=False), init, steps)
+    # The plan exp((f + g - C) / eps) a b with g the last update, g = g(f), is the column
+    # softmax b_r softmax_i(log a_i + (f_i - C_ir) / eps): equal in exact arithmetic, but the
+    # softmax is bounded whatever the rounding, whereas the rounding of f + g - C (an ulp of
+    # the costs) divided by a tiny eps overflows exp ([inf, inf, 0, 0, 0] as float32 ranks at
+    # eps = 1e-30) or skews the plan by ulp / eps. The shift is taken in cost units (see
+    # _smooth_max), so exact ties split a column exactly evenly. Columns sum to b up to
+    # rounding, as before. eps is that of the last update (epsilon once the schedule has
+    # reached it).
+    d, _ = _shift(f[..., :, None] - cost_fn(), pair, axis=-2)
+    logits = log_a[..., :, None] + d / eps[..., None]
     big = _big(z.dtype)
-    return jnp.where(pair, jnp.exp(jnp.where(pair, jnp.minimum(logits, big), -big)), 0.0)
+    col = _lse(logits, pair, axis=-2)  # [..., T]
+    log_plan = logits - col[..., None, :] + log_b[..., None, :]
+    return jnp.where(pair, jnp.exp(jnp.where(pair, log_plan, -big)), 0.0)
 
 
 _STATIC = ("descending", "squash", "num_iterations", "threshold")

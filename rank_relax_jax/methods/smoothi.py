@@ -22,6 +22,13 @@ row-stochastic relaxed permutation matrix (row $r$ = sorted slot $r$) and this
 module also offers the soft sort $I x$ and the soft rank $\sum_r r\,I^r_j$.
 
 Ascending order (rank 1 = smallest) applies the same construction to $-x$.
+
+**Ties are never resolved** (the paper assumes distinct scores). The $t$ entries tied for rank
+$r$ each get $I^r_j = 1/t$, so their factor becomes $(1 - 1/t - \delta) B^r_j$ (positive for
+$t \ge 2$) instead of $-\delta B^r_j$: they are not pushed out, the next value can win rank
+$r + 1$, and the tie is split again at later ranks. As $\tau \to 0$ the ascending ranks of
+$[1, 3, 1, 2]$ are $[4, 0, 4, 2]$ (outside $[1, m]$: the columns of $I$ do not sum to 1) and
+its sort is $[1, 2, 1, 1]$, not the average ranks and the sorted values.
 """
 
 from __future__ import annotations
@@ -141,7 +148,8 @@ def smoothi_sort(
 ) -> jax.Array:
     r"""SmoothI soft sort $\sum_j I^r_j x_j$ (a convex combination of the valid inputs).
 
-    Tends to ``jnp.sort(x)`` as $\tau \to 0$. O(n²) time and memory.
+    Tends to ``jnp.sort(x)`` as $\tau \to 0$ for distinct values; exact ties are not resolved
+    (see the module docstring: $[1, 3, 1, 2] \to [1, 2, 1, 1]$). O(n²) time and memory.
 
     Args:
       x: ``[..., n]`` values (padding already replaced by 0).
@@ -183,9 +191,10 @@ def smoothi_rank(
 
     Since every row of $I$ sums to 1, the ranks of a list of $m$ valid entries sum
     to $m(m+1)/2$; they tend to the exact ranks of distinct values as $\tau \to 0$
-    and to $(m+1)/2$ as $\tau \to \infty$. The ranks are accumulated inside the
-    recursion, so the forward pass needs O(n) memory (the backward pass keeps one softmax per
-    rank, O(n²)); time is O(n²).
+    and to $(m+1)/2$ as $\tau \to \infty$. Exact ties do not get their average rank (see the
+    module docstring: $[1, 3, 1, 2] \to [4, 0, 4, 2]$ as $\tau \to 0$). The ranks are
+    accumulated inside the recursion, so the forward pass needs O(n) memory (the backward pass
+    keeps one softmax per rank, O(n²)); time is O(n²).
 
     Args:
       x: ``[..., n]`` scores (padding already replaced by 0).
