@@ -98,7 +98,6 @@ def _compile_and_time(fn, *args):
 
 
 def _jax_methods():
-    from rank_relax_jax.methods import methods as methods_of
     from rank_relax_jax.ranking import soft_rank
     from rank_relax_jax.topk import soft_topk_mask
 
@@ -115,21 +114,16 @@ def _jax_methods():
         lambda x: soft_topk_mask(x, min(10, x.shape[-1]), method="lapsum", temperature=1.0),
         "nlogn",
     )
-    try:
-        soft_rank(jnp.ones((3,)), method="sigmoid")
-        methods["sigmoid"] = (lambda x: soft_rank(x, method="sigmoid", temperature=1.0), "pairs")
-    except Exception as err:  # the sigmoid method may not exist yet
-        print(f"# sigmoid method unavailable: {type(err).__name__}: {err}")
+    methods["sigmoid"] = (lambda x: soft_rank(x, method="sigmoid", temperature=1.0), "pairs")
     methods["network"] = (lambda x: soft_rank(x, method="network", temperature=1.0), "nlogn")
-    if "sinkhorn" in methods_of("rank"):  # O(n² · iterations): same size limit as OTT's
-        methods["sinkhorn"] = (
-            lambda x: soft_rank(x, method="sinkhorn", temperature=1e-2),
-            "ott",
-        )
-        methods["sink-topk"] = (
-            lambda x: soft_topk_mask(x, min(10, x.shape[-1]), method="sinkhorn", temperature=1e-2),
-            "nlogn",
-        )
+    methods["sinkhorn"] = (  # O(n² · iterations): same size limit as OTT's
+        lambda x: soft_rank(x, method="sinkhorn", temperature=1e-2),
+        "ott",
+    )
+    methods["sink-topk"] = (
+        lambda x: soft_topk_mask(x, min(10, x.shape[-1]), method="sinkhorn", temperature=1e-2),
+        "nlogn",
+    )
     try:
         from ott.tools import soft_sort
 
