@@ -5,22 +5,30 @@ Blondel, Teboul, Berthet & Djolonga, "Fast Differentiable Sorting and Ranking", 
 the host:
 
 * **PAV without an O(n) sequential loop.** The L2 solution is the slope sequence of the least
-  concave majorant of the cumulative sums of ``s - w``; the KL solution is the same
-  construction on the points ``(Σ exp(w), Σ exp(s))`` (a weighted L2 problem in disguise),
-  carried out in log space. Every row is padded to a power of two and cut into chunks of 32
-  entries; a stack machine (PAV proper, ``2·32 - 1`` steps) solves all chunks of all rows at
-  once. The chunks are then merged pairwise, ``log2(n / 32)`` levels, 256 pairs of a level at
-  once: merging two solved segments pools one suffix of the left one's blocks with one prefix
-  of the right one's (the bridge of the two concave majorants, Preparata-Hong style), found by
-  a nested 4-ary search on block boundaries that reads suffix/prefix statistics of the
-  segments, kept up to date in O(n) per level (L2 stores sums only: counts follow from
-  positions). Padding (masked entries and the power-of-two tail) is excluded from pooling by
-  an explicit liveness mask in every comparison, never by a sentinel value, so it cannot pool
-  with valid entries after rounding in any dtype. Adjacent blocks whose values agree up to
-  rounding pool (one comparison, `_pools`, in the stack machine and in a sweep after each
-  merge), so every gap between blocks exceeds the rounding of the searches' pooled values and
-  their predicates stay monotone as computed. Work O(n log n), sequential depth
-  O(32 + log³ n / 4).
+  concave majorant of the cumulative sums of ``s - w``; the KL solution is the same construction
+  on the points ``(Σ exp(w), Σ exp(s))`` (a weighted L2 problem in disguise), carried out in log
+  space. Every row is padded to a power of two and cut into chunks of 32 entries; a stack
+  machine (PAV proper, ``2·32 - 1`` steps) solves all chunks of all rows at once. The chunks are
+  then merged pairwise, ``log2(n / 32)`` levels, about 256 pairs of a level at once
+  (`_lanes_per_row` pairs of every row): merging two solved segments pools one suffix of the
+  left one's blocks with one prefix of the right one's (the bridge of the two concave majorants,
+  Preparata-Hong style), found by a nested 4-ary search on block boundaries that reads
+  suffix/prefix statistics of the segments, kept up to date in O(n) per level (L2 stores sums
+  only: counts follow from positions). Padding (masked entries and the power-of-two tail) is
+  excluded from pooling by an explicit liveness mask in every comparison, never by a sentinel
+  value, so it cannot pool with valid entries after rounding in any dtype. Adjacent blocks whose
+  values agree up to rounding pool (one comparison, `_pools`, in the stack machine and in a
+  sweep after each merge), so every gap between blocks exceeds the rounding of the searches'
+  pooled values and their predicates stay monotone as computed. Work O(n log n), sequential
+  depth O(32 + log³ n / 4).
+* **Row-local.** The rows are solved by one ``vmap`` of a one-row solver (`_pav_row`), and the
+  block sums of the derivatives are vmapped scatters (`_segment_sum`): every index is a
+  position in its row, so the gathers and scatters carry the batch as a batch dimension and
+  XLA's SPMD partitioner keeps a batch sharded over devices where it is. (Flattening the batch
+  into one array with global offsets made it all-gather the batch; it was 1.1-1.6x faster on
+  CPU at many-row shapes, measured in `benchmarks/bench_isotonic.py`.) The one collective left
+  is the all-reduce of one boolean per iteration of the tie sweep (the ``while_loop`` of
+  `_bridges`).
 * **Compile time independent of n.** The levels run in one ``fori_loop`` with the level traced
   (`_merge_levels`), and the searches are ``fori_loop``s, so the compiled program holds one
   copy of each loop body whatever ``n``: about 2-3 s of XLA:CPU compile time per op and shape,
