@@ -47,7 +47,7 @@ class Op:
     k: bool = False
     neg_inf: bool = False  # -inf scores are legal (samplers): "never selected"
     sums_to_k: bool = False
-    max_ok: bool = True  # False: known overflow at the dtype's max (pinned below as xfail)
+    max_ok: bool = True  # False: known overflow at the dtype's max (smoothi)
     range_ok: bool = True  # False: ranks can leave [1, m] (smoothi ties, see test_numerics.py)
     half_grad_ok: bool = True  # False: gradient ~1/temperature overflows float16 (documented)
     uses_where: bool = True
@@ -225,11 +225,10 @@ def _ops() -> list[Op]:
     ]
 
 
-# Known bug: pairwise differences or x / temperature overflow to inf for scores near the dtype's
-# max (pinned by test_overflow_at_the_dtype_max below); the fuzz draws magnitudes up to 1e30 for
-# these ops and up to the dtype's max for all others.
-OVERFLOW_METHODS = ("isotonic", "neuralsort", "softsort", "smoothi")
-OVERFLOW_AT_MAX = {"spearman_loss", "ndcg_loss"}  # soft_rank(method="isotonic") inside
+# Known bug: smoothi overflows for scores near the dtype's max; the fuzz draws magnitudes up to
+# 1e30 for it and up to the dtype's max for all other ops.
+OVERFLOW_METHODS = ("smoothi",)
+OVERFLOW_AT_MAX: set[str] = set()
 
 
 def _overflow_method(name):
@@ -407,16 +406,13 @@ def test_fuzz(op):
 BF16_MAX = float(jnp.finfo(jnp.bfloat16).max)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: scores near the dtype's max overflow inside the kernel (isotonic: x / "
-    "temperature; neuralsort/softsort: sums and differences of scores) and give NaN, even "
-    "for n = 1 (found by test_fuzz: [3.39e38] in bfloat16)",
-)
 @pytest.mark.parametrize(
     "name, t",
     [
         ("soft_rank[isotonic]", 0.1),
+        ("soft_sort[isotonic]", 0.1),
+        ("soft_topk_mask[isotonic]", 0.1),
+        ("soft_rank[neuralsort]", 1e-6),
         ("soft_sort[neuralsort]", 1.0),
         ("soft_sort[softsort]", 1.0),
         ("soft_permutation[neuralsort]", 1.0),
@@ -424,10 +420,21 @@ BF16_MAX = float(jnp.finfo(jnp.bfloat16).max)
     ],
 )
 def test_overflow_at_the_dtype_max(name, t):
+    # Found by test_fuzz ([3.39e38] in bfloat16 gave NaN, even for n = 1): x / temperature
+    # overflowed in isotonic (and its L2 sums of such scores), and `rescale` (neuralsort,
+    # softsort) divided by a quotient that XLA's simplifier turned into an overflowing product.
+    # [max, -max] (and ties at max for neuralsort's ranks) gave NaN gradients: cotangents times
+    # unscaled scores, and cotangents divided by a temperature floored at the smallest normal.
     op = next(op for op in OPS if op.name == name)
+    tt = jnp.float32(t)
+    key = jax.random.key(0)
     f = _jitted(op, 0, 1, False)  # jitted, as found (XLA's fusion decides where it overflows)
-    out = f(jnp.asarray([BF16_MAX], jnp.bfloat16), None, jnp.float32(t), jax.random.key(0))
-    assert bool(jnp.all(jnp.isfinite(out)))
+    assert bool(jnp.all(jnp.isfinite(f(jnp.asarray([BF16_MAX], jnp.bfloat16), None, tt, key))))
+    g = _jitted(op, 0, 1, True)
+    for x in ([BF16_MAX, -BF16_MAX], [BF16_MAX] * 3):
+        x = jnp.asarray(x, jnp.bfloat16)
+        assert bool(jnp.all(jnp.isfinite(f(x, None, tt, key)))), x
+        assert bool(jnp.all(jnp.isfinite(g(x, None, tt, key)))), x
 
 
 def test_float16_losses_beyond_its_range_are_inf():

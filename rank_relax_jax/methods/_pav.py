@@ -5,22 +5,30 @@ Blondel, Teboul, Berthet & Djolonga, "Fast Differentiable Sorting and Ranking", 
 the host:
 
 * **PAV without an O(n) sequential loop.** The L2 solution is the slope sequence of the least
-  concave majorant of the cumulative sums of ``s - w``; the KL solution is the same
-  construction on the points ``(Σ exp(w), Σ exp(s))`` (a weighted L2 problem in disguise),
-  carried out in log space. Every row is padded to a power of two and cut into chunks of 32
-  entries; a stack machine (PAV proper, ``2·32 - 1`` steps) solves all chunks of all rows at
-  once. The chunks are then merged pairwise, ``log2(n / 32)`` levels, 256 pairs of a level at
-  once: merging two solved segments pools one suffix of the left one's blocks with one prefix
-  of the right one's (the bridge of the two concave majorants, Preparata-Hong style), found by
-  a nested 4-ary search on block boundaries that reads suffix/prefix statistics of the
-  segments, kept up to date in O(n) per level (L2 stores sums only: counts follow from
-  positions). Padding (masked entries and the power-of-two tail) is excluded from pooling by
-  an explicit liveness mask in every comparison, never by a sentinel value, so it cannot pool
-  with valid entries after rounding in any dtype. Adjacent blocks whose values agree up to
-  rounding pool (one comparison, `_pools`, in the stack machine and in a sweep after each
-  merge), so every gap between blocks exceeds the rounding of the searches' pooled values and
-  their predicates stay monotone as computed. Work O(n log n), sequential depth
-  O(32 + log³ n / 4).
+  concave majorant of the cumulative sums of ``s - w``; the KL solution is the same construction
+  on the points ``(Σ exp(w), Σ exp(s))`` (a weighted L2 problem in disguise), carried out in log
+  space. Every row is padded to a power of two and cut into chunks of 32 entries; a stack
+  machine (PAV proper, ``2·32 - 1`` steps) solves all chunks of all rows at once. The chunks are
+  then merged pairwise, ``log2(n / 32)`` levels, about 256 pairs of a level at once
+  (`_lanes_per_row` pairs of every row): merging two solved segments pools one suffix of the
+  left one's blocks with one prefix of the right one's (the bridge of the two concave majorants,
+  Preparata-Hong style), found by a nested 4-ary search on block boundaries that reads
+  suffix/prefix statistics of the segments, kept up to date in O(n) per level (L2 stores sums
+  only: counts follow from positions). Padding (masked entries and the power-of-two tail) is
+  excluded from pooling by an explicit liveness mask in every comparison, never by a sentinel
+  value, so it cannot pool with valid entries after rounding in any dtype. Adjacent blocks whose
+  values agree up to rounding pool (one comparison, `_pools`, in the stack machine and in a
+  sweep after each merge), so every gap between blocks exceeds the rounding of the searches'
+  pooled values and their predicates stay monotone as computed. Work O(n log n), sequential
+  depth O(32 + log³ n / 4).
+* **Row-local.** The rows are solved by one ``vmap`` of a one-row solver (`_pav_row`), and the
+  block sums of the derivatives are vmapped scatters (`_segment_sum`): every index is a
+  position in its row, so the gathers and scatters carry the batch as a batch dimension and
+  XLA's SPMD partitioner keeps a batch sharded over devices where it is. (Flattening the batch
+  into one array with global offsets made it all-gather the batch; it was 1.1-1.6x faster on
+  CPU at many-row shapes, measured in `benchmarks/bench_isotonic.py`.) The one collective left
+  is the all-reduce of one boolean per iteration of the tie sweep (the ``while_loop`` of
+  `_bridges`).
 * **Compile time independent of n.** The levels run in one ``fori_loop`` with the level traced
   (`_merge_levels`), and the searches are ``fori_loop``s, so the compiled program holds one
   copy of each loop body whatever ``n``: about 2-3 s of XLA:CPU compile time per op and shape,
@@ -315,19 +323,20 @@ def _bridges(kind, level, q, start, end, block, suf, pre, live):
 _LANES = 256
 
 
-def _merge_levels(kind, base_level, levels, start, end, block, suf, pre, live):
-    """Merge levels ``base_level .. levels - 1`` in one ``fori_loop`` (flat arrays).
+def _merge_levels(kind, base_level, levels, start, end, block, suf, pre, live, lanes):
+    """Merge levels ``base_level .. levels - 1`` of one row in one ``fori_loop``.
 
     Level ``L`` merges every adjacent pair of solved segments of length ``2**L`` (`_bridges`).
     The level is traced, so one compiled level body serves every level and every row length:
     one unrolled copy per level cost about 1.5 s of XLA compile time each. A level searches
-    its ``total / 2**(L + 1)`` pairs ``_LANES`` at a time (a loop over lane blocks), then
-    updates the entries, the suffix (left halves) and prefix (right halves) statistics by
-    gathering each entry's pair results.
+    its ``N / 2**(L + 1)`` pairs ``lanes`` at a time (a loop over lane blocks), then updates
+    the entries, the suffix (left halves) and prefix (right halves) statistics by gathering
+    each entry's pair results. (`pav` runs this on every row at once through ``vmap``, so one
+    lane block is ``lanes`` pairs of every row.)
     """
     total = start.shape[0]
     max_pairs = total >> (base_level + 1)
-    lanes = min(_LANES, max_pairs)
+    lanes = min(lanes, max_pairs)
     # Room for whole lane blocks (``max_pairs`` need not be a multiple of ``lanes``).
     room = -(-max_pairs // lanes) * lanes
     g = jnp.arange(total, dtype=jnp.int32)
@@ -396,11 +405,58 @@ def _combine1(kind, a, b):
     return (a + b) if kind == "l2" else _logaddexp(a, b)
 
 
+def _pav_row(kind, st, live, chunk, lanes):
+    """`pav` of one row: ``st`` (statistics) and ``live`` are ``[N]``, ``N`` a power of two.
+
+    Every index is a position in the row, so under `pav`'s ``vmap`` each gather and scatter
+    carries the batch as a batch dimension and a batch sharded over devices stays on them.
+    """
+    big_n = live.shape[0]
+    levels = big_n.bit_length() - 1
+    chunk = min(chunk, big_n)
+    base_level = chunk.bit_length() - 1
+    groups = big_n // chunk
+    elem = tuple(a.reshape(groups, chunk) for a in st)
+    start, end, block = _chunk_pav(kind, elem, live.reshape(groups, chunk), chunk)
+    offset = (jnp.arange(groups, dtype=jnp.int32) * chunk)[:, None]
+    start = (start + offset).reshape(big_n)
+    end = (end + offset).reshape(big_n)
+    if kind == "l2":
+        elem, block = elem[:1], block[:1]
+    block = tuple(a.reshape(big_n) for a in block)
+    if kind == "l2":
+        pre = tuple(jax.lax.cumsum(a, axis=1).reshape(big_n) for a in elem)
+        suf = tuple(jax.lax.cumsum(a, axis=1, reverse=True).reshape(big_n) for a in elem)
+    else:
+        pre = tuple(_cum_logsumexp(a, reverse=False).reshape(big_n) for a in elem)
+        suf = tuple(_cum_logsumexp(a, reverse=True).reshape(big_n) for a in elem)
+
+    if levels > base_level:
+        start, end, block, suf, pre = _merge_levels(
+            kind, base_level, levels, start, end, block, suf, pre, live, lanes
+        )
+    return start, end, block
+
+
+def _lanes_per_row(rows):
+    """Pairs per row that one lane block of `_merge_levels` searches: about ``_LANES`` in all.
+
+    A power of two, at least 1. (A fixed count per row would search the same pair many times
+    over at the top levels of many-row batches, where each row has one pair left.)
+    """
+    per_row = max(_LANES // max(rows, 1), 1)
+    return 1 << (per_row.bit_length() - 1)
+
+
 # Jitted (with the static options) so that eager calls reuse one compilation instead of
 # re-tracing the loops; under an outer jit it is inlined.
 @functools.partial(jax.jit, static_argnums=(0, 3))
 def pav(kind, stats, valid, chunk=None):
     """Exact decreasing isotonic regression of every row: PAV on chunks, then hull merges.
+
+    The rows are solved by one ``vmap`` of the one-row solver (`_pav_row`): no index crosses
+    rows, so XLA's SPMD partitioner keeps a batch sharded over devices where it is (a solver on
+    the batch flattened into one array, with global offsets, made it all-gather the batch).
 
     Args:
       kind: ``"l2"`` (stats ``(y, 1)``) or ``"kl"`` (stats ``(s, w)``).
@@ -409,14 +465,12 @@ def pav(kind, stats, valid, chunk=None):
       chunk: Length of the chunks solved by the sequential stack machine (a power of two).
 
     Returns:
-      ``(start, end, block)``: ``[R, n]`` int32 flat indices (row * N + position, with ``N``
-      the row length padded to a power of two) of the first entry of the block holding each
-      entry and of the entry after its last, and the pooled statistics of that block
-      (``(sum, count)`` for L2, ``(logsumexp(s), logsumexp(w))`` for KL).
+      ``(start, end, block)``: ``[R, n]`` int32 positions in the row of the first entry of the
+      block holding each entry and of the entry after its last, and the pooled statistics of
+      that block (``(sum, count)`` for L2, ``(logsumexp(s), logsumexp(w))`` for KL).
     """
     r, n = stats[0].shape
     big_n = _padded_len(n)
-    levels = big_n.bit_length() - 1
     dtype = stats[0].dtype
     # Padding (masked entries and the power-of-two tail) is marked by ``live`` and excluded from
     # pooling by the solver's comparisons themselves. (A sentinel value below the data is not
@@ -434,36 +488,12 @@ def pav(kind, stats, valid, chunk=None):
             for a, p in zip(st, pad, strict=True)
         )
         live = jnp.concatenate([live, jnp.zeros((r, big_n - n), bool)], axis=-1)
-    total = r * big_n
-    if chunk is None:
-        chunk = _CHUNK
-    chunk = min(chunk, big_n)
-    base_level = chunk.bit_length() - 1
-    groups = total // chunk
-    elem = tuple(a.reshape(groups, chunk) for a in st)
-    start, end, block = _chunk_pav(kind, elem, live.reshape(groups, chunk), chunk)
-    live = live.reshape(total)
-    offset = (jnp.arange(groups, dtype=jnp.int32) * chunk)[:, None]
-    start = (start + offset).reshape(total)
-    end = (end + offset).reshape(total)
-    if kind == "l2":
-        elem, block = elem[:1], block[:1]
-    block = tuple(a.reshape(total) for a in block)
-    if kind == "l2":
-        pre = tuple(jax.lax.cumsum(a, axis=1).reshape(total) for a in elem)
-        suf = tuple(jax.lax.cumsum(a, axis=1, reverse=True).reshape(total) for a in elem)
-    else:
-        pre = tuple(_cum_logsumexp(a, reverse=False).reshape(total) for a in elem)
-        suf = tuple(_cum_logsumexp(a, reverse=True).reshape(total) for a in elem)
-
-    if levels > base_level:
-        start, end, block, suf, pre = _merge_levels(
-            kind, base_level, levels, start, end, block, suf, pre, live
-        )
-
-    start = start.reshape(r, big_n)[:, :n]
-    end = end.reshape(r, big_n)[:, :n]
-    block = tuple(a.reshape(r, big_n)[:, :n] for a in block)
+    solve = functools.partial(
+        _pav_row, kind, chunk=_CHUNK if chunk is None else chunk, lanes=_lanes_per_row(r)
+    )
+    start, end, block = jax.vmap(solve)(st, live)
+    start, end = start[:, :n], end[:, :n]
+    block = tuple(a[:, :n] for a in block)
     if kind == "l2":
         block = (block[0], (end - start).astype(dtype))
     return start, end, block
@@ -473,15 +503,22 @@ def _padded_len(n):
     return 1 << (math.ceil(math.log2(n)) if n > 1 else 0)
 
 
-def _flat(a):
-    return a.reshape(-1)
+def _row_take(values, idx):
+    """``values[r, idx[r, i]]`` per row: a gather with the batch as a batch dimension."""
+    return jax.vmap(lambda v, i: jnp.take(v, i, mode="clip"))(values, idx)
 
 
-def _segment_sum(values, start, size):
-    """Sums ``values`` over blocks (``start``: flat block-start index) and spreads them back."""
-    flat_start = _flat(start)
-    sums = jnp.zeros((size,), values.dtype).at[flat_start].add(_flat(values))
-    return jnp.take(sums, flat_start, mode="clip").reshape(values.shape)
+def _segment_sum(values, start):
+    """Sums ``values`` over blocks (``start``: position of the block's first entry) per row.
+
+    One scatter-add and one gather per row, vmapped so that they carry the batch as a batch
+    dimension (a sharded batch stays on its devices).
+    """
+
+    def one(v, st):
+        return jnp.take(jnp.zeros_like(v).at[st].add(v), st, mode="clip")
+
+    return jax.vmap(one)(values, start)
 
 
 def rowwise(fn):
@@ -504,23 +541,17 @@ def rowwise(fn):
 
 
 def _l2_parts(s, w, valid):
-    """PAV blocks of ``iso(s, w)`` (L2) and the block means of ``s`` and ``w``."""
+    """PAV blocks of ``iso(s, w)`` (L2): each entry's block start and block size."""
     y = jax.lax.stop_gradient(s - w)
-    r, n = s.shape
     start, _, (_, count) = pav("l2", (y, jnp.ones_like(y)), valid)
-    size = r * _padded_len(n)
-    return start, count, size
+    return start, count
 
 
-def _l2_out(s, w, start, count, size):
+def _l2_out(s, w, start, count):
     # (s_i - c) - mean_B(s - c - w) with c the block's first s: the value of s - mean_B(s - w)
     # without cancelling large numbers; exact on ties (d = 0) and on singletons (-(-w_i)).
-    r, n = s.shape
-    big_n = size // r
-    local = (start // big_n) * n + start % big_n
-    c = jnp.take(_flat(s), _flat(local), mode="clip").reshape(s.shape)
-    d = s - c
-    return d - _segment_sum(d - w, start, size) / count
+    d = s - _row_take(s, start)
+    return d - _segment_sum(d - w, start) / count
 
 
 @jax.custom_jvp
@@ -533,25 +564,23 @@ def proj_l2(s, w, valid):
 def _proj_l2_jvp(primals, tangents):
     s, w, valid = primals
     ds, dw, _ = tangents
-    start, count, size = _l2_parts(s, w, valid)
-    out = _l2_out(s, w, start, count, size)
-    dout = ds - _segment_sum(ds - dw, start, size) / count
+    start, count = _l2_parts(s, w, valid)
+    out = _l2_out(s, w, start, count)
+    dout = ds - _segment_sum(ds - dw, start) / count
     return out, dout
 
 
 def _kl_parts(s, w, valid):
-    r, n = s.shape
     start, _, (lse_s, lse_w) = pav(
         "kl", (jax.lax.stop_gradient(s), jax.lax.stop_gradient(w)), valid
     )
-    big_n = _padded_len(n)
-    return start, lse_s, lse_w, r * big_n
+    return start, lse_s, lse_w
 
 
 @jax.custom_jvp
 def proj_kl(s, w, valid):
     """``s - iso_kl(s, w)`` for ``[R, n]`` rows sorted in decreasing order of ``s - w``."""
-    _, lse_s, lse_w, _ = _kl_parts(s, w, valid)
+    _, lse_s, lse_w = _kl_parts(s, w, valid)
     return (s - lse_s) + lse_w
 
 
@@ -559,10 +588,10 @@ def proj_kl(s, w, valid):
 def _proj_kl_jvp(primals, tangents):
     s, w, valid = primals
     ds, dw, _ = tangents
-    start, lse_s, lse_w, size = _kl_parts(s, w, valid)
+    start, lse_s, lse_w = _kl_parts(s, w, valid)
     out = (s - lse_s) + lse_w
     # Block softmax weights; exponents are <= 0 by construction (no overflow at small ε).
     p_s = jnp.exp(jnp.minimum(s - lse_s, 0))
     p_w = jnp.exp(jnp.minimum(w - lse_w, 0))
-    dout = ds - _segment_sum(p_s * ds, start, size) + _segment_sum(p_w * dw, start, size)
+    dout = ds - _segment_sum(p_s * ds, start) + _segment_sum(p_w * dw, start)
     return out, dout

@@ -34,6 +34,7 @@ import jax.numpy as jnp
 from rank_relax_jax import _axis, _sort
 from rank_relax_jax._order import counting_max_n, small_order
 from rank_relax_jax.methods._pav import proj_kl, proj_l2, rowwise
+from rank_relax_jax.methods.permutation import pow2
 
 REGULARIZATIONS = ("l2", "kl")
 
@@ -74,6 +75,34 @@ def _valid_sorted(mask, perm):
     if mask is None:
         return None
     return jnp.take_along_axis(mask, perm, axis=-1)
+
+
+def _headroom(x, temperature):
+    """``[..., 1]`` power of two ``c >= 1`` with ``max |x| / (temperature · c)`` far from overflow.
+
+    ``x / temperature`` overflows for scores near the dtype's maximum (or tiny temperatures),
+    and the solver's L2 statistics are sums of up to ``N`` (``n`` padded to a power of two)
+    such values. So every kernel divides by ``temperature · c`` instead, with ``c`` the
+    smallest power of two that keeps ``max |x / (temperature · c)|`` at most
+    ``finfo.max / (16 N)``: ``c = 1`` (the same quotient, bit for bit) unless that bound is
+    exceeded. The L2 projection is exactly equivariant, ``P(θ, w) = c · P(θ / c, w / c)``, so
+    its kernels also divide ``w`` by ``c`` and multiply the result by ``c``: the same values up
+    to rounding. The KL projection is not; its kernels keep ``w`` and so compute such rows at
+    the temperature ``temperature · c``, where any two scores that differ in the dtype's
+    precision are still ``finfo.max / (16 N)`` apart in ``θ`` (a hard order either way).
+    ``c`` is at most ``2**(maxexp - 2)``: beyond that (``temperature`` below about
+    ``max |x| · 2**-250`` in float32) the quotient may still overflow. A ``stop_gradient``
+    constant, 1 for rows without a finite non-zero entry.
+    """
+    info = jnp.finfo(x.dtype)
+    n_pad = 1 << max(x.shape[-1] - 1, 0).bit_length()
+    bound_exp = info.maxexp - 4 - (n_pad.bit_length() - 1)  # 2**bound_exp <= max / (16 N)
+    top = jax.lax.stop_gradient(jnp.max(jnp.abs(x), axis=-1, keepdims=True, initial=0.0))
+    top = jnp.where(jnp.isfinite(top) & (top > 0), top, 1.0)
+    _, ex = jnp.frexp(top)  # top < 2**ex
+    _, et = jnp.frexp(jax.lax.stop_gradient(temperature))  # temperature >= 2**(et - 1)
+    k = jnp.clip(ex - et + 1 - bound_exp, 0, info.maxexp - 2)  # top / t < 2**(ex - et + 1)
+    return pow2(k, x.dtype)
 
 
 def _positions(x, mask):
@@ -124,12 +153,13 @@ def isotonic_rank(x, mask, temperature, *, descending, regularization="l2"):
     """
     _check_regularization(regularization)
     sign = -1 if descending else 1
-    theta = (sign * x) / temperature
+    c = _headroom(x, temperature)
+    theta = (sign * x) / (temperature * c)
     perm, pos, s = _sorted_frame(theta, mask)
     valid = _valid_sorted(mask, perm)
     rho = _positions(x, mask)
     if regularization == "l2":
-        out = rowwise(lambda a, b: proj_l2(a, b, _rows(valid, a)))(s, rho)
+        out = rowwise(lambda a, b: proj_l2(a, b, _rows(valid, a)))(s, rho / c) * c
     else:
         out = jnp.exp(rowwise(lambda a, b: proj_kl(a, b, _rows(valid, a)))(s, jnp.log(rho)))
     return _unsort(perm, pos, out)
@@ -166,9 +196,15 @@ def isotonic_sort(x, mask, temperature, *, descending, regularization="l2"):
     sign = 1 if descending else -1
     perm, _, w = _sorted_frame(sign * x, mask)
     valid = _valid_sorted(mask, perm)
-    r = _positions(x, mask) / temperature
-    proj = proj_l2 if regularization == "l2" else proj_kl
-    out = rowwise(lambda a, b: proj(a, b, _rows(valid, a)))(r, w)
+    if regularization == "l2":
+        # L2 sums of scores near the dtype's maximum overflow: solve P(r / c, w / c) · c
+        # (`_headroom`; c = 1, the same values bit for bit, unless they would overflow).
+        c = _headroom(x, jnp.ones((), x.dtype))
+        r = _positions(x, mask) / (temperature * c)
+        out = rowwise(lambda a, b: proj_l2(a, b, _rows(valid, a)))(r, w / c) * c
+    else:  # log-space statistics: no sums of scores
+        r = _positions(x, mask) / temperature
+        out = rowwise(lambda a, b: proj_kl(a, b, _rows(valid, a)))(r, w)
     return sign * out
 
 
@@ -209,14 +245,15 @@ def isotonic_topk_mask(x, mask, k, temperature, *, regularization="l2"):
       [0.44, 0.022, 1.0, 0.538]
     """
     _check_regularization(regularization)
-    theta = x / temperature
+    c = _headroom(x, temperature)
+    theta = x / (temperature * c)
     perm, pos, s = _sorted_frame(theta, mask)
     valid = _valid_sorted(mask, perm)
     n = x.shape[-1]
     hot = jnp.broadcast_to(jnp.arange(n) < k, x.shape)
     if regularization == "l2":
         w = hot.astype(x.dtype)
-        out = rowwise(lambda a, b: proj_l2(a, b, _rows(valid, a)))(s, w)
+        out = rowwise(lambda a, b: proj_l2(a, b, _rows(valid, a)))(s, w / c) * c
         out = jnp.where(out < 0, jnp.zeros((), x.dtype), jnp.where(out > 1, 1, out))
     else:
         log0 = jnp.asarray(jnp.finfo(x.dtype).min / 4, x.dtype)

@@ -45,6 +45,19 @@ def masked_softmax(logits: jax.Array, mask: jax.Array | None) -> jax.Array:
     return _numerics.masked_softmax(jnp.clip(logits, -big, big), mask)
 
 
+def pow2(exponent: jax.Array, dtype) -> jax.Array:
+    """``2**exponent`` exactly, built from its bits (``exponent`` int, within the normal range).
+
+    Not ``jnp.exp2`` (not exact on every backend), and not a quotient: XLA's algebraic
+    simplifier rewrites ``x / (a / b)`` as ``(x * b) / a``, which overflows near the dtype's
+    maximum (the old ``rescale`` gave ``inf`` for ``x = 3.4e38`` under ``jit`` that way).
+    """
+    info = jnp.finfo(dtype)
+    uint = {16: jnp.uint16, 32: jnp.uint32, 64: jnp.uint64}[info.bits]
+    biased = (exponent + (info.maxexp - 1)).astype(uint)
+    return jax.lax.bitcast_convert_type(jnp.left_shift(biased, uint(info.nmant)), dtype)
+
+
 def rescale(
     x: jax.Array, mask: jax.Array | None, temperature: jax.Array
 ) -> tuple[jax.Array, jax.Array]:
@@ -52,22 +65,90 @@ def rescale(
 
     Every method here depends on ``x`` and ``temperature`` only through ``x / temperature``
     (up to per-row constants), so this changes no value, but differences and sums of scores near
-    the float32 limit can no longer overflow. The scale is a ``stop_gradient`` constant, and the
-    temperature is floored at the smallest normal number so ``0 / 0`` cannot occur.
+    the dtype's maximum can no longer overflow: the rescaled scores are at most 8 in magnitude
+    (below 2 unless ``max |x|`` is within a factor 4 of the dtype's maximum or below its
+    smallest normal number). Both are multiplied by the exact reciprocal ``2**-e`` (`pow2`), a
+    normal number, as is ``2**e``, so the products are exact for normal results. The scale is a
+    ``stop_gradient`` constant, and the temperature is floored at the smallest normal number so
+    ``0 / 0`` cannot occur.
     """
+    _, inv = _scales(x, mask)
+    t = jnp.maximum(temperature * inv, jnp.finfo(x.dtype).tiny)
+    return x * inv, t
+
+
+def _scales(x: jax.Array, mask: jax.Array | None) -> tuple[jax.Array, jax.Array]:
+    """``[..., 1]`` ``(2**(e - 1), 2**(1 - e))``, ``2**(e - 1) <= max |x| < 2**e`` (`rescale`)."""
     mag = jnp.abs(x) if mask is None else jnp.where(mask, jnp.abs(x), 0.0)
     top = jax.lax.stop_gradient(jnp.max(mag, axis=-1, keepdims=True, initial=0.0))
     top = jnp.where(jnp.isfinite(top) & (top > 0), top, 1.0)
-    # Keep the scale and its reciprocal normal numbers (XLA may compute x / scale as
-    # x * (1 / scale) and flush a subnormal reciprocal to zero).
     info = jnp.finfo(x.dtype)
-    top = jnp.clip(top, jnp.sqrt(info.tiny), jnp.sqrt(info.max))
-    mantissa, _ = jnp.frexp(top)
-    # top = mantissa * 2**e with mantissa in [0.5, 1), so this is exactly 2**(e - 1) <= top
-    # (a correctly rounded division whose result is representable is exact).
-    scale = top / (2 * mantissa)
-    t = jnp.maximum(temperature / scale, jnp.finfo(x.dtype).tiny)
-    return x / scale, t
+    top = jnp.clip(top, info.tiny, info.max / 4)
+    # top = mantissa * 2**e with mantissa in [0.5, 1) and e in [minexp + 1, maxexp - 2], so
+    # 2**(e - 1) <= top and both 2**(e - 1) and 2**(1 - e) are normal numbers.
+    _, e = jnp.frexp(top)
+    return pow2(e - 1, x.dtype), pow2(1 - e, x.dtype)
+
+
+@jax.custom_jvp
+def _times_pow2(x: jax.Array, c: jax.Array) -> jax.Array:
+    """``x * c`` (``c`` a power of two), differentiated as if ``c`` were 1.
+
+    For a function computed in rescaled units, ``c · F(x / c, t / c)``: with both scalings
+    differentiated as 1, the derivative is ``F'`` at the rescaled point, which equals the true
+    one exactly (the two factors cancel), and the backward pass never forms a cotangent times
+    an unscaled score (near the dtype's maximum those products overflow).
+    """
+    return x * c
+
+
+@_times_pow2.defjvp
+def _times_pow2_jvp(primals, tangents):
+    x, c = primals
+    dx, _ = tangents
+    out = x * c
+    return out, jnp.broadcast_to(dx, out.shape).astype(out.dtype)
+
+
+@jax.custom_jvp
+def _tangent_times(y: jax.Array, c: jax.Array) -> jax.Array:
+    """``y`` itself, whose tangent (and so cotangent) is multiplied by ``c``."""
+    return y
+
+
+@_tangent_times.defjvp
+def _tangent_times_jvp(primals, tangents):
+    y, c = primals
+    dy, _ = tangents
+    return y, dy * c
+
+
+def _rescaled_relaxation(logits_fn, x, mask, temperature):
+    """``softmax(logits_fn(x / s, t / s) / (t / s))`` differentiated in rescaled units.
+
+    ``s`` is `rescale`'s power of two. The matrix depends on ``x`` and ``t`` only through their
+    ratio, so its derivative in ``x`` (and ``t``) is ``1 / s`` times its derivative in the
+    rescaled scores: the rescaling is differentiated as 1 (`_times_pow2`) and the cotangent of
+    the matrix is multiplied by ``1 / s`` first (`_tangent_times`). So the backward pass
+    divides ``cotangent / s`` by ``t / s``, never a cotangent by a ``t / s`` that the floor at
+    the smallest normal number has made far larger than the true quotient (near the dtype's
+    maximum that gave inf and NaN gradients).
+    """
+    _, inv = _scales(x, mask)
+    xs = _times_pow2(x, inv)
+    ts = _times_pow2(jnp.broadcast_to(temperature, inv.shape).astype(x.dtype), inv)
+    ts = jnp.maximum(ts, jnp.finfo(x.dtype).tiny)
+    p = masked_softmax(logits_fn(xs, ts), _column_mask(mask))
+    return _tangent_times(p, inv[..., None])
+
+
+def _sort_in_scaled_units(permutation, x, mask, temperature, descending):
+    """``P x`` computed as ``scale · P(x / scale) (x / scale)`` (`_times_pow2`): same values."""
+    scale, inv = _scales(x, mask)
+    xs = _times_pow2(x, inv)
+    ts = _times_pow2(jnp.broadcast_to(temperature, scale.shape).astype(x.dtype), inv)
+    p = permutation(xs, mask, ts, descending=descending)
+    return _times_pow2(sort_from_permutation(p, xs), scale)
 
 
 def _valid_count(x: jax.Array, mask: jax.Array | None) -> jax.Array:
@@ -146,23 +227,32 @@ def neuralsort_permutation(
              [1., 0., 0.],
              [0., 1., 0.]], dtype=float32)
     """
-    x, t = rescale(x, mask, temperature)  # t: [..., 1]
-    s = x if descending else -x
-    m = _valid_count(x, mask)  # [..., 1]
-    if mask is None:
-        center = jnp.mean(s, axis=-1, keepdims=True)
-    else:
-        center = jnp.sum(jnp.where(mask, s, 0.0), axis=-1, keepdims=True) / jnp.maximum(m, 1.0)
-    s = s - jax.lax.stop_gradient(center)
-    dist = jnp.abs(s[..., :, None] - s[..., None, :])  # [..., j, k]
-    if mask is not None:
-        dist = jnp.where(mask[..., None, :], dist, 0.0)
-    a1 = jnp.sum(dist, axis=-1)  # [..., j]
-    n = x.shape[-1]
-    r = jnp.broadcast_to(jnp.arange(1, n + 1, dtype=x.dtype), x.shape)
-    coef = m + 1.0 - 2.0 * r  # [..., n] slot coefficients
-    logits = (coef[..., :, None] * s[..., None, :] - a1[..., None, :]) / t[..., None]
-    return masked_softmax(logits, _column_mask(mask))
+
+    def logits(x, t):  # t: [..., 1]
+        s = x if descending else -x
+        m = _valid_count(x, mask)  # [..., 1]
+        if mask is None:
+            center = jnp.mean(s, axis=-1, keepdims=True)
+        else:
+            center = jnp.sum(jnp.where(mask, s, 0.0), axis=-1, keepdims=True) / jnp.maximum(m, 1.0)
+        s = s - jax.lax.stop_gradient(center)
+        dist = jnp.abs(s[..., :, None] - s[..., None, :])  # [..., j, k]
+        if mask is not None:
+            dist = jnp.where(mask[..., None, :], dist, 0.0)
+        a1 = jnp.sum(dist, axis=-1)  # [..., j]
+        n = x.shape[-1]
+        r = jnp.broadcast_to(jnp.arange(1, n + 1, dtype=x.dtype), x.shape)
+        coef = m + 1.0 - 2.0 * r  # [..., n] slot coefficients
+        num = coef[..., :, None] * s[..., None, :] - a1[..., None, :]
+        # Shifted by the row max (to which the softmax is invariant) before dividing by t, so
+        # that a tiny rescaled t saturates only the entries below the max: clipping two
+        # overflowed logits made them equal (NeuralSort of [max, -max] at t = 1 gave [0, 0]).
+        cols = _column_mask(mask)
+        top = jnp.max(num if cols is None else jnp.where(cols, num, -jnp.inf), -1, keepdims=True)
+        top = jax.lax.stop_gradient(jnp.where(jnp.isfinite(top), top, 0.0))
+        return (num - top) / t[..., None]
+
+    return _rescaled_relaxation(logits, x, mask, temperature)
 
 
 def neuralsort_sort(
@@ -190,8 +280,7 @@ def neuralsort_sort(
       >>> np.asarray(neuralsort_sort(x, None, jnp.asarray(0.5), descending=False)).round(3)
       array([-1.129,  0.255,  2.473], dtype=float32)
     """
-    p = neuralsort_permutation(x, mask, temperature, descending=descending)
-    return sort_from_permutation(p, x)
+    return _sort_in_scaled_units(neuralsort_permutation, x, mask, temperature, descending)
 
 
 def neuralsort_rank(
@@ -268,11 +357,13 @@ def softsort_permutation(
              [1., 0., 0.],
              [0., 1., 0.]], dtype=float32)
     """
-    x, t = rescale(x, mask, temperature)  # t: [..., 1]
-    perm = _sort.argsort(jax.lax.stop_gradient(x), mask, descending=descending)
-    sorted_x = jnp.take_along_axis(x, perm, axis=-1)  # valid values first, differentiable
-    logits = -jnp.abs(sorted_x[..., :, None] - x[..., None, :]) / t[..., None]
-    return masked_softmax(logits, _column_mask(mask))
+
+    def logits(x, t):  # t: [..., 1]
+        perm = _sort.argsort(jax.lax.stop_gradient(x), mask, descending=descending)
+        sorted_x = jnp.take_along_axis(x, perm, axis=-1)  # valid values first, differentiable
+        return -jnp.abs(sorted_x[..., :, None] - x[..., None, :]) / t[..., None]
+
+    return _rescaled_relaxation(logits, x, mask, temperature)
 
 
 def softsort_sort(
@@ -297,8 +388,7 @@ def softsort_sort(
       >>> np.asarray(softsort_sort(x, None, jnp.asarray(0.5), descending=False)).round(3)
       array([-1.127,  0.255,  2.471], dtype=float32)
     """
-    p = softsort_permutation(x, mask, temperature, descending=descending)
-    return sort_from_permutation(p, x)
+    return _sort_in_scaled_units(softsort_permutation, x, mask, temperature, descending)
 
 
 def softsort_rank(
