@@ -227,7 +227,7 @@ def _prepare(x, mask, temperature, descending, network):
     n = x.shape[-1]
     size = network_size(n, network)
     # `rescale` divides by a power of two; with temperature 1 it returns 1/scale exactly.
-    xs, inv_scale = _perm.rescale(x, mask, jnp.ones((), x.dtype))
+    xs, inv_scale = _perm.rescale(x, mask, jnp.ones((), x.dtype), narrow=True)
     # Floor τ/scale at tiny/eps (1e-31 in float32): 1/τ times a cotangent cannot overflow in a
     # backward pass, and only lists whose τ is below 1e-31 max|x| are sharpened less.
     info = jnp.finfo(x.dtype)

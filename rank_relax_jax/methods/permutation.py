@@ -59,7 +59,7 @@ def pow2(exponent: jax.Array, dtype) -> jax.Array:
 
 
 def rescale(
-    x: jax.Array, mask: jax.Array | None, temperature: jax.Array
+    x: jax.Array, mask: jax.Array | None, temperature: jax.Array, *, narrow: bool = False
 ) -> tuple[jax.Array, jax.Array]:
     """Divides ``x`` and ``temperature`` by the same power of two near ``max |x|``.
 
@@ -71,19 +71,29 @@ def rescale(
     normal number, as is ``2**e``, so the products are exact for normal results. The scale is a
     ``stop_gradient`` constant, and the temperature is floored at the smallest normal number so
     ``0 / 0`` cannot occur.
+
+    ``narrow=True`` keeps the scale within ``[sqrt(tiny), sqrt(max)]`` (rescaled scores then
+    reach ``sqrt(max)``): for a kernel that only forms differences of two scores (the sorting
+    network), which cannot overflow there, and whose floor on the rescaled temperature would
+    otherwise blur small gaps in lists that also hold scores near the dtype's maximum.
     """
-    _, inv = _scales(x, mask)
+    _, inv = _scales(x, mask, narrow)
     t = jnp.maximum(temperature * inv, jnp.finfo(x.dtype).tiny)
     return x * inv, t
 
 
-def _scales(x: jax.Array, mask: jax.Array | None) -> tuple[jax.Array, jax.Array]:
+def _scales(
+    x: jax.Array, mask: jax.Array | None, narrow: bool = False
+) -> tuple[jax.Array, jax.Array]:
     """``[..., 1]`` ``(2**(e - 1), 2**(1 - e))``, ``2**(e - 1) <= max |x| < 2**e`` (`rescale`)."""
     mag = jnp.abs(x) if mask is None else jnp.where(mask, jnp.abs(x), 0.0)
     top = jax.lax.stop_gradient(jnp.max(mag, axis=-1, keepdims=True, initial=0.0))
     top = jnp.where(jnp.isfinite(top) & (top > 0), top, 1.0)
     info = jnp.finfo(x.dtype)
-    top = jnp.clip(top, info.tiny, info.max / 4)
+    if narrow:
+        top = jnp.clip(top, jnp.sqrt(info.tiny), jnp.sqrt(info.max))
+    else:
+        top = jnp.clip(top, info.tiny, info.max / 4)
     # top = mantissa * 2**e with mantissa in [0.5, 1) and e in [minexp + 1, maxexp - 2], so
     # 2**(e - 1) <= top and both 2**(e - 1) and 2**(1 - e) are normal numbers.
     _, e = jnp.frexp(top)
@@ -248,7 +258,12 @@ def neuralsort_permutation(
         # that a tiny rescaled t saturates only the entries below the max: clipping two
         # overflowed logits made them equal (NeuralSort of [max, -max] at t = 1 gave [0, 0]).
         cols = _column_mask(mask)
-        top = jnp.max(num if cols is None else jnp.where(cols, num, -jnp.inf), -1, keepdims=True)
+        top = jnp.max(
+            num if cols is None else jnp.where(cols, num, -jnp.inf),
+            -1,
+            keepdims=True,
+            initial=-jnp.inf,  # an empty list (n = 0) has no max
+        )
         top = jax.lax.stop_gradient(jnp.where(jnp.isfinite(top), top, 0.0))
         return (num - top) / t[..., None]
 
