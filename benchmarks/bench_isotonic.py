@@ -33,6 +33,7 @@ memory of the compiled program as XLA reports it (``memory_analysis()``). Usage:
 from __future__ import annotations
 
 import argparse
+import json
 import pathlib
 import statistics
 import time
@@ -198,10 +199,14 @@ def main():
         "--ott-limit", type=float, default=1.3e6, help="skip OTT when batch * n² exceeds this"
     )
     parser.add_argument("--methods", default="", help="comma-separated subset of methods")
+    parser.add_argument("--render", default="", help="print the tables of a results JSON and exit")
     parser.add_argument(
         "--shapes", default="", help="comma-separated subset of shapes, e.g. 128x100,1x100000"
     )
     args = parser.parse_args()
+    if args.render:
+        print(markdown_table(json.loads(pathlib.Path(args.render).read_text())["rows"]))
+        return
 
     shapes = QUICK_SHAPES if args.quick else SHAPES
     if args.shapes:
@@ -261,6 +266,12 @@ def main():
     print(markdown_table(rows))
 
 
+def _shape(r):
+    """A row's shape as a tuple (rows in memory hold tuples, the JSON file "128x100")."""
+    s = r["shape"]
+    return tuple(int(d) for d in s.split("x")) if isinstance(s, str) else tuple(s)
+
+
 def markdown_table(rows):
     """One line per shape: median ms and compile s for each method, fwd+bwd and fwd."""
     methods = []
@@ -269,8 +280,8 @@ def markdown_table(rows):
             methods.append(r["method"])
     shapes = []
     for r in rows:
-        if tuple(r["shape"]) not in shapes:
-            shapes.append(tuple(r["shape"]))
+        if _shape(r) not in shapes:
+            shapes.append(_shape(r))
 
     def cpu_ms(r):
         return f" / {r['median_cpu_s'] * 1e3:.2f}" if "median_cpu_s" in r else ""
@@ -286,14 +297,14 @@ def markdown_table(rows):
         lines.append("|---" * (len(cols) + 2) + "|")
         for shape in shapes:
             cells = []
-            floor = next(r for r in rows if tuple(r["shape"]) == shape and r["method"] == "argsort")
+            floor = next(r for r in rows if _shape(r) == shape and r["method"] == "argsort")
             cells.append(f"{floor['median_s'] * 1e3:.2f}")
             for m in cols:
                 r = next(
                     (
                         r
                         for r in rows
-                        if tuple(r["shape"]) == shape and r["method"] == m and r["mode"] == mode
+                        if _shape(r) == shape and r["method"] == m and r["mode"] == mode
                     ),
                     None,
                 )
@@ -307,7 +318,7 @@ def markdown_table(rows):
                     nan = "" if r.get("finite", True) else ", non-finite"
                     compiled = (
                         f" [{r['compile_s']:.1f} / {r['compile_cpu_s']:.1f}]"
-                        if "compile_s" in r
+                        if "compile_cpu_s" in r
                         else ""  # torchsort: nothing to compile
                     )
                     cells.append(
