@@ -16,7 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.typing import ArrayLike
 
-from rank_relax_jax import _axis, _checks, methods
+from rank_relax_jax import _checks, methods
 
 
 def _check_q(fn: str, q: Any, dtype: Any) -> jax.Array:
@@ -98,9 +98,9 @@ def soft_quantile(
       [2.297, 5.5]
     """
     fn = "soft_quantile"
-    entry = methods.lookup(fn, "sort", method)
-    opts = methods.resolve_options(fn, entry, options)
-    frame = _axis.prepare(fn, x, axis=axis, where=where)
+    entry, opts, frame = methods.dispatch(
+        fn, "sort", method, x, axis=axis, where=where, options=options
+    )
     qv = _check_q(fn, q, frame.x.dtype)
     t = frame.positive_scalar(temperature)
     n = frame.n

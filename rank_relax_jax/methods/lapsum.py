@@ -59,6 +59,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from rank_relax_jax import _axis, _sort
+from rank_relax_jax.methods import permutation as _perm
 
 
 def laplace_cdf(z: jax.Array) -> jax.Array:
@@ -272,18 +273,14 @@ def _rescale(x, mask, temperature):
     Every output depends on ``x`` and ``τ`` only through ``x/τ`` (the sort is scaled back), so
     this changes no value, but a gap between values of opposite sign near the dtype's max no
     longer overflows (``3e38 - (-3e38)`` is ``inf`` in float32, and ``inf - inf`` made the
-    permutation and top-k mask NaN). The scale and its reciprocal stay normal numbers, so
-    ``|x/scale| < 16``; flooring ``τ/scale`` at ``tiny/eps`` (1e-31 in float32, as `network`
-    does) then keeps every ``gap/τ`` finite: only lists whose ``τ`` is below ``1e-31 max|x|``
-    are sharpened less. ``1/scale`` is a ``stop_gradient`` constant.
+    permutation and top-k mask NaN). The scale is `permutation.rescale`'s (``2**(e - 1) <= max|x|
+    < 2**e``, clipped so that it and its reciprocal are normal numbers), so ``|x/scale| <= 8``;
+    flooring ``τ/scale`` at ``tiny/eps`` (1e-31 in float32, as `network` does) then keeps every
+    ``gap/τ`` finite: only lists whose ``τ`` is below ``1e-31 max|x|`` are sharpened less.
+    ``1/scale`` is a ``stop_gradient`` constant.
     """
     info = jnp.finfo(x.dtype)
-    mag = jnp.abs(x) if mask is None else jnp.where(mask, jnp.abs(x), 0.0)
-    top = lax.stop_gradient(jnp.max(mag, axis=-1, keepdims=True, initial=0.0))
-    top = jnp.where(jnp.isfinite(top) & (top > 0), top, 1.0)
-    top = jnp.clip(top, 4 * info.tiny, 1 / (4 * info.tiny))
-    mantissa, _ = jnp.frexp(top)
-    inv_scale = 2 * mantissa / top  # exactly 2**(1 - e) for top = mantissa * 2**e
+    _, inv_scale = _perm._scales(x, mask)
     tau = jnp.maximum(temperature * inv_scale, info.tiny / info.eps)
     return x * inv_scale, tau, inv_scale
 
