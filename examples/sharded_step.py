@@ -116,13 +116,13 @@ def _replica_groups(line: str) -> list[list[int]]:
     m = re.search(r"(?:replica_groups|source_target_pairs)=\{(\{[\d,]*\}(?:,\{[\d,]*\})*)\}", line)
     if m:
         return [[int(d) for d in g.split(",") if d] for g in re.findall(r"\{([\d,]*)\}", m[1])]
-    m = re.search(r"replica_groups=mesh\[([^\]]*)\] \{([^}]*)\}", line)
-    if m:  # Shardy's notation: mesh['axis_0'=2,'axis_1'=4] {'axis_1'}
+    m = re.search(r"replica_groups=mesh\[([^\]]*)\](?:, device_ids=\S+)? \{([^}]*)\}", line)
+    if m:  # Shardy's notation: mesh['axis_0'=2,'axis_1'=4] {'axis_1'}, maybe with device_ids
         axes = re.findall(r"'(\w+)'=(\d+)", m[1])
         names, sizes = [a for a, _ in axes], [int(d) for _, d in axes]
         over = [names.index(a) for a in re.findall(r"'(\w+)'", m[2])]
         rest = [i for i in range(len(names)) if i not in over]
-        ids = np.arange(np.prod(sizes)).reshape(sizes).transpose(rest + over)
+        ids = _device_ids(line, sizes).transpose(rest + over)
         return ids.reshape(-1, int(np.prod([sizes[i] for i in over]))).tolist()
     m = re.search(r"replica_groups=\[([\d,]+)\]<=\[([\d,]+)\](?:T\(([\d,]+)\))?", line)
     if m:
@@ -133,6 +133,26 @@ def _replica_groups(line: str) -> list[list[int]]:
             ids = ids.transpose([int(d) for d in m[3].split(",")])
         return ids.reshape(shape).tolist()
     return []
+
+
+def _device_ids(line: str, sizes: list[int]) -> np.ndarray:
+    """The devices of a Shardy collective's mesh, in mesh order (``device_ids=`` if given).
+
+    ``device_ids=([2,4]T(1,0))`` lays the mesh over ``iota(8).reshape(2, 4).T``: a collective
+    "over axis_0" of a 4x2 mesh written that way groups devices {0..3} and {4..7}, not the
+    even and odd ones. Without the field the devices are ``iota`` in mesh order.
+    """
+    n = int(np.prod(sizes))
+    m = re.search(r"device_ids=\(\[([\d,]+)\](?:T\(([\d,]+)\))?\)", line)
+    if m:
+        ids = np.arange(n).reshape([int(d) for d in m[1].split(",")])
+        if m[2]:
+            ids = ids.transpose([int(d) for d in m[2].split(",")])
+        return ids.reshape(sizes)
+    m = re.search(r"device_ids=\(([\d,]+)\)", line)
+    if m:
+        return np.asarray([int(d) for d in m[1].split(",")]).reshape(sizes)
+    return np.arange(n).reshape(sizes)
 
 
 def collectives(hlo: str) -> dict[str, list[list[list[int]]]]:

@@ -47,7 +47,6 @@ class Op:
     k: bool = False
     neg_inf: bool = False  # -inf scores are legal (samplers): "never selected"
     sums_to_k: bool = False
-    max_ok: bool = True  # False: known overflow at the dtype's max (smoothi)
     range_ok: bool = True  # False: ranks can leave [1, m] (smoothi ties, see test_numerics.py)
     half_grad_ok: bool = True  # False: gradient ~1/temperature overflows float16 (documented)
     uses_where: bool = True
@@ -218,21 +217,10 @@ def _ops() -> list[Op]:
     return [
         dataclasses.replace(
             op,
-            max_ok=op.name not in OVERFLOW_AT_MAX and not _overflow_method(op.name),
             range_ok=op.name != "soft_rank[smoothi]",
         )
         for op in ops
     ]
-
-
-# Known bug: smoothi overflows for scores near the dtype's max; the fuzz draws magnitudes up to
-# 1e30 for it and up to the dtype's max for all other ops.
-OVERFLOW_METHODS = ("smoothi",)
-OVERFLOW_AT_MAX: set[str] = set()
-
-
-def _overflow_method(name):
-    return name.startswith("soft_") and name.split("[")[-1].rstrip("]") in OVERFLOW_METHODS
 
 
 def _attention_mask(x, w, t, key, k, a):
@@ -293,7 +281,7 @@ def cases(draw, op: Op):
     seed = draw(st.integers(0, 2**16))
     rng = np.random.default_rng(seed)
     finfo = jnp.finfo(dtype)
-    magnitudes = [1.0, 1e3, 1e30, "max"] if op.max_ok else [1.0, 1e3, 1e30]
+    magnitudes = [1.0, 1e3, 1e30, "max"]
     if op.kind == "loss" and dtype == jnp.float16:
         magnitudes = [1.0, 1e3]  # a loss above 65504 is inf in float16 (documented limit)
     magnitude = draw(st.sampled_from(magnitudes))
@@ -417,6 +405,11 @@ BF16_MAX = float(jnp.finfo(jnp.bfloat16).max)
         ("soft_sort[softsort]", 1.0),
         ("soft_permutation[neuralsort]", 1.0),
         ("soft_permutation[softsort]", 1.0),
+        ("soft_rank[smoothi]", 1.0),
+        ("soft_sort[smoothi]", 1.0),
+        ("soft_permutation[smoothi]", 1.0),
+        ("soft_rank[smoothi]", 1e-6),
+        ("soft_sort[smoothi]", 1e-6),
     ],
 )
 def test_overflow_at_the_dtype_max(name, t):
@@ -425,6 +418,9 @@ def test_overflow_at_the_dtype_max(name, t):
     # softsort) divided by a quotient that XLA's simplifier turned into an overflowing product.
     # [max, -max] (and ties at max for neuralsort's ranks) gave NaN gradients: cotangents times
     # unscaled scores, and cotangents divided by a temperature floored at the smallest normal.
+    # SmoothI (found the same way): its logits s B / t overflowed to inf after rescaling (two
+    # entries at +-max then tied: [max, 0, -max] sorted to [-max/2, -max/2, -max]), and its sort's
+    # backward formed a cotangent times a score near max (NaN gradients).
     op = next(op for op in OPS if op.name == name)
     tt = jnp.float32(t)
     key = jax.random.key(0)
@@ -435,6 +431,17 @@ def test_overflow_at_the_dtype_max(name, t):
         x = jnp.asarray(x, jnp.bfloat16)
         assert bool(jnp.all(jnp.isfinite(f(x, None, tt, key)))), x
         assert bool(jnp.all(jnp.isfinite(g(x, None, tt, key)))), x
+
+
+def test_smoothi_sorts_at_the_dtype_max():
+    # The overflow above also gave wrong values without any NaN: [max, 0, -max] sorted to
+    # [-max/2, -max/2, -max] (s B / t was inf for two entries, which then tied).
+    x = jnp.asarray([BF16_MAX, 0.0, -BF16_MAX], jnp.bfloat16)
+    for t in (1.0, 1e-6):
+        y = ranking.soft_sort(x, temperature=t, method="smoothi")
+        np.testing.assert_array_equal(np.asarray(y, np.float32), [-BF16_MAX, 0.0, BF16_MAX])
+        r = ranking.soft_rank(x, temperature=t, method="smoothi")
+        np.testing.assert_array_equal(np.asarray(r, np.float32), [3.0, 2.0, 1.0])
 
 
 def test_float16_losses_beyond_its_range_are_inf():

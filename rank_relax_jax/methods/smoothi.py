@@ -36,7 +36,11 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from rank_relax_jax.methods.permutation import masked_softmax, rescale, sort_from_permutation
+from rank_relax_jax.methods.permutation import (
+    _sort_in_scaled_units,
+    masked_softmax,
+    rescale,
+)
 
 # The paper's margin hyperparameter δ. Its analysis needs 0 < δ < 1/2; a small δ keeps the
 # untaken entries' weight (1 - δ)^(r - 1) large at deep ranks, a larger δ pushes the taken
@@ -58,9 +62,9 @@ def _scores(x: jax.Array, mask: jax.Array | None, descending: bool) -> jax.Array
 def _indicator_scan(x, mask, temperature, descending, delta, stop, *, stack: bool):
     """Runs the SmoothI recursion; returns the stacked ``[..., r, j]`` indicators or the ranks."""
     x, t = rescale(x, mask, temperature)  # t: [..., 1]
-    s = _scores(x, mask, descending)
-    alpha_s = s / t
+    s = _scores(x, mask, descending)  # in [0, 16] after rescaling
     n = x.shape[-1]
+    big = jnp.finfo(x.dtype).max
     cmask = mask
     if mask is None:
         m = jnp.full((*x.shape[:-1], 1), n, x.dtype)
@@ -69,7 +73,13 @@ def _indicator_scan(x, mask, temperature, descending, delta, stop, *, stack: boo
 
     def step(carry, r):
         prod, acc = carry
-        ind = masked_softmax(alpha_s * prod, cmask)
+        # softmax(s B / t), shifted by the row's largest s B *before* the division: near the
+        # dtype's maximum t is tiny after rescaling, and s B / t itself would overflow to inf
+        # (two such entries then tie). The shift is a stop_gradient constant (softmax ignores it).
+        v = s * prod
+        valid = v if cmask is None else jnp.where(cmask, v, -big)
+        top = jnp.max(valid, axis=-1, keepdims=True, initial=-big)
+        ind = masked_softmax((v - jax.lax.stop_gradient(top)) / t, cmask)
         prod = prod * (1.0 - ind - delta)
         if stop:
             prod = jax.lax.stop_gradient(prod)
@@ -172,10 +182,15 @@ def smoothi_sort(
       >>> np.asarray(smoothi_sort(x, None, jnp.asarray(0.05), descending=False)).round(3)
       array([-1.2  ,  0.3  ,  2.454], dtype=float32)
     """
-    p = smoothi_permutation(
-        x, mask, temperature, descending=descending, delta=delta, stop_gradient=stop_gradient
-    )
-    return sort_from_permutation(p, x)
+
+    def permutation(xs, mask, ts, *, descending):
+        return smoothi_permutation(
+            xs, mask, ts, descending=descending, delta=delta, stop_gradient=stop_gradient
+        )
+
+    # P x in units of max |x| (a power of two): a cotangent times a score near the dtype's
+    # maximum would overflow in the backward pass.
+    return _sort_in_scaled_units(permutation, x, mask, temperature, descending)
 
 
 def smoothi_rank(
