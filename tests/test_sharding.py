@@ -81,7 +81,7 @@ def test_isotonic_list_sharded_step_gathers_only_within_a_data_group(report):
     [
         ("all-gather(x), replica_groups={{0,1},{2,3}}, dimensions={1}", [[0, 1], [2, 3]]),
         ("all-gather(x), replica_groups=[2,4]<=[8], dimensions={1}", [[0, 1, 2, 3], [4, 5, 6, 7]]),
-        ("all-gather(x), replica_groups=[4,2]<=[2,4]T(1,0), dims", [[0, 4], [1, 5], [2, 6], [3, 7]]),
+        ("all-gather(x), replica_groups=[4,2]<=[2,4]T(1,0)", [[0, 4], [1, 5], [2, 6], [3, 7]]),
         (
             "all-gather(x), replica_groups=mesh['axis_0'=2,'axis_1'=4] {'axis_1'}, dimensions={1}",
             [[0, 1, 2, 3], [4, 5, 6, 7]],
