@@ -323,25 +323,58 @@ def _bridges(kind, level, q, start, end, block, suf, pre, live):
 _LANES = 256
 
 
+# Lanes of the top levels, as a fraction of ``lanes`` (`_merge_levels`): once a level has fewer
+# pairs than ``lanes``, a block of ``lanes`` would search clipped copies of the same pairs.
+_NARROW = 16
+
+
 def _merge_levels(kind, base_level, levels, start, end, block, suf, pre, live, lanes):
-    """Merge levels ``base_level .. levels - 1`` of one row in one ``fori_loop``.
+    """Merge levels ``base_level .. levels - 1`` of one row in (at most) two loops.
 
     Level ``L`` merges every adjacent pair of solved segments of length ``2**L`` (`_bridges`).
-    The level is traced, so one compiled level body serves every level and every row length:
+    The level is traced, so one compiled level body serves many levels and every row length:
     one unrolled copy per level cost about 1.5 s of XLA compile time each. A level searches
     its ``N / 2**(L + 1)`` pairs ``lanes`` at a time (a loop over lane blocks), then updates
     the entries, the suffix (left halves) and prefix (right halves) statistics by gathering
     each entry's pair results. (`pav` runs this on every row at once through ``vmap``, so one
     lane block is ``lanes`` pairs of every row.)
+
+    The width adapts to the level in two steps: the levels with at least ``lanes`` pairs run
+    in a loop of ``lanes``-wide blocks, the top levels (fewer pairs, deeper searches) in a loop
+    of blocks ``_NARROW`` times narrower. One width for all levels searched up to ``lanes - 1``
+    clipped copies of the last pair at every top level, which made the steady state up to 2.5x
+    slower than the unrolled levels (KL at (1, 10000)). The second loop body costs compile
+    time (about 40% more), so it is used only where the top levels are wide (``narrow >= 4``).
     """
     total = start.shape[0]
     max_pairs = total >> (base_level + 1)
-    lanes = min(lanes, max_pairs)
+    wide = min(lanes, max_pairs)
+    narrow = max(wide // _NARROW, 1)
+    # First level with fewer pairs than ``wide`` (total >> (L + 1) < wide). Below 4 narrow
+    # lanes (one row shorter than 4096, or a batch) the top levels waste too little to pay for
+    # a second loop body's compile time.
+    split = base_level
+    while split < levels and (total >> (split + 1)) >= wide:
+        split += 1
+    if narrow < 4:
+        split = levels
+    state = (start, end, block, suf, pre)
+    state = _level_loop(kind, base_level, split, state, live, wide)
+    return _level_loop(kind, split, levels, state, live, narrow)
+
+
+def _level_loop(kind, first, stop, state, live, lanes):
+    """Levels ``first .. stop - 1`` (static bounds) in one loop of ``lanes``-wide blocks."""
+    if stop <= first:
+        return state
+    start = state[0]
+    total = start.shape[0]
+    max_pairs = total >> (first + 1)
     # Room for whole lane blocks (``max_pairs`` need not be a multiple of ``lanes``).
     room = -(-max_pairs // lanes) * lanes
     g = jnp.arange(total, dtype=jnp.int32)
     stored = 1 if kind == "l2" else 2
-    dtype = block[0].dtype
+    dtype = state[2][0].dtype
 
     def level_body(level, state):
         start, end, block, suf, pre = state
@@ -389,8 +422,7 @@ def _merge_levels(kind, base_level, levels, start, end, block, suf, pre, live, l
         suf, pre = tuple(new_suf), tuple(new_pre)
         return start, end, block, suf, pre
 
-    state = (start, end, block, suf, pre)
-    return jax.lax.fori_loop(base_level, levels, level_body, state)
+    return jax.lax.fori_loop(first, stop, level_body, state)
 
 
 def _take_i(a, idx):
@@ -571,27 +603,37 @@ def _proj_l2_jvp(primals, tangents):
 
 
 def _kl_parts(s, w, valid):
-    start, _, (lse_s, lse_w) = pav(
+    start, end, (lse_s, lse_w) = pav(
         "kl", (jax.lax.stop_gradient(s), jax.lax.stop_gradient(w)), valid
     )
-    return start, lse_s, lse_w
+    return start, end - start == 1, lse_s, lse_w
+
+
+def _kl_out(s, w, single, lse_s, lse_w):
+    # A singleton block's output is its own w, exactly: (s - lse_s) is 0 in exact arithmetic,
+    # but when s is an expression (positions / temperature) XLA fuses it into this subtraction
+    # and LLVM contracts the two into an FMA, while the solver saw s rounded: the difference
+    # was one ulp of s (a KL soft sort 0.03 off at temperature 1e-3, n = 1,000, with no block
+    # pooled). Pooled blocks keep that rounding: s is of order n / temperature there.
+    return jnp.where(single, w, (s - lse_s) + lse_w)
 
 
 @jax.custom_jvp
 def proj_kl(s, w, valid):
     """``s - iso_kl(s, w)`` for ``[R, n]`` rows sorted in decreasing order of ``s - w``."""
-    _, lse_s, lse_w = _kl_parts(s, w, valid)
-    return (s - lse_s) + lse_w
+    _, single, lse_s, lse_w = _kl_parts(s, w, valid)
+    return _kl_out(s, w, single, lse_s, lse_w)
 
 
 @proj_kl.defjvp
 def _proj_kl_jvp(primals, tangents):
     s, w, valid = primals
     ds, dw, _ = tangents
-    start, lse_s, lse_w = _kl_parts(s, w, valid)
-    out = (s - lse_s) + lse_w
-    # Block softmax weights; exponents are <= 0 by construction (no overflow at small ε).
-    p_s = jnp.exp(jnp.minimum(s - lse_s, 0))
-    p_w = jnp.exp(jnp.minimum(w - lse_w, 0))
+    start, single, lse_s, lse_w = _kl_parts(s, w, valid)
+    out = _kl_out(s, w, single, lse_s, lse_w)
+    # Block softmax weights; exponents are <= 0 by construction (no overflow at small ε). A
+    # singleton's weights are exactly 1 (see `_kl_out`).
+    p_s = jnp.where(single, 1.0, jnp.exp(jnp.minimum(s - lse_s, 0))).astype(s.dtype)
+    p_w = jnp.where(single, 1.0, jnp.exp(jnp.minimum(w - lse_w, 0))).astype(w.dtype)
     dout = ds - _segment_sum(p_s * ds, start) + _segment_sum(p_w * dw, start)
     return out, dout
