@@ -16,6 +16,9 @@ O(n²) methods stop at ``--max-n2`` (default 10,000). Usage::
 
     python benchmarks/quality.py            # full grid, writes benchmarks/results/quality.json
     python benchmarks/quality.py --quick    # n ≤ 1,000, five temperatures
+    # replace one method's rows in an existing file, keeping the others:
+    python benchmarks/quality.py --only sort:lapsum --merge \
+        --out benchmarks/results/quality_sort.json
 
 Progress goes to stderr, Markdown tables to stdout.
 """
@@ -24,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import json
 import math
 import pathlib
 import sys
@@ -204,14 +208,30 @@ def main(argv=None) -> None:
     p.add_argument("--max-n2", type=int, default=10_000, help="largest n for O(n²) methods")
     p.add_argument("--only", default=None, help="substring of 'op:label' to run (e.g. rank:)")
     p.add_argument("--out", default=None, help="JSON path (default benchmarks/results/…)")
+    p.add_argument(
+        "--merge", action="store_true", help="keep the rows of --out this run does not measure"
+    )
     a = p.parse_args(argv)
     meta = _meta.collect(targets=TARGET, zero_threshold=ZERO)
     default = "quality_quick.json" if a.quick else "quality.json"
-    out = a.out or pathlib.Path(__file__).resolve().parent / "results" / default
+    out = pathlib.Path(a.out or pathlib.Path(__file__).resolve().parent / "results" / default)
+    kept = []
+    if a.merge and out.exists():
+        old = json.loads(out.read_text())
+        measured = {
+            (v.op, v.label) for v in variants() if not a.only or a.only in f"{v.op}:{v.label}"
+        }
+        kept = [r for r in old["rows"] if (r["op"], r["label"]) not in measured]
+        # The file's earlier commands stay on record: its kept rows came from them.
+        last = {k: old["meta"].get(k) for k in ("command", "date")}
+        meta["merged_from"] = [*old["meta"].get("merged_from", []), last]
     # Written after every method too, so a long run that is stopped leaves its rows behind.
-    rows = run(a.quick, a.max_n2, a.only, on_variant=lambda r: _meta.write_record(out, meta, r))
+    rows = run(a.quick, a.max_n2, a.only,
+               on_variant=lambda r: _meta.write_record(out, meta, kept + r))  # fmt: skip
     summary = summarize(rows)
     print_tables(rows, summary)
+    rows = kept + rows
+    summary = summarize(rows)
     meta["summary"] = {k: {ax: {str(c): t for c, t in d.items()} for ax, d in s.items()}
                        for k, s in summary.items()}  # fmt: skip
     _meta.write_record(out, meta, rows)

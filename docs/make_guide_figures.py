@@ -9,7 +9,10 @@ Run from the repository root after the benchmarks (``python -m benchmarks.run`` 
 Writes docs/figures/guide_time_vs_n.png (fwd+bwd time against n, log-log, one line per method
 with ``jnp.argsort`` as the floor), guide_accuracy_vs_temperature.png (relative error against
 temperature at n = 1,000, raw and standardized) and guide_vanishing_gradients.png (share of
-near-zero gradient entries against temperature).
+near-zero gradient entries against temperature). The per-temperature figures draw each method at
+its default options (both isotonic regularizations): the eight network/sigmoid pairs of the
+sorting networks and Sinkhorn's three squashes would crowd the panels; their numbers are in the
+JSON files and the τ* table of the guide.
 """
 
 from __future__ import annotations
@@ -21,6 +24,8 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
+
+from rank_relax_jax import methods
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
@@ -55,7 +60,20 @@ def time_vs_n(rows):
     fig.savefig(OUT / "guide_time_vs_n.png", dpi=110)
 
 
+def _at_defaults(row):
+    """Whether ``row`` measured its method at the default options (regularization aside)."""
+    entry = {e.method: e for e in methods.entries(row["op"])}.get(row["method"])
+    if entry is None:
+        return True
+    return all(
+        k == "regularization" or v == entry.options[k].default
+        for k, v in row.get("options", {}).items()
+        if k in entry.options
+    )
+
+
 def per_temperature(rows, key, ylabel, name, log_y):
+    rows = [r for r in rows if _at_defaults(r)]
     ops = ("rank", "sort", "topk")
     fig, axes = plt.subplots(2, 3, figsize=(13, 7), sharex=True)
     for j, op in enumerate(ops):

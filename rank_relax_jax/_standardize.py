@@ -14,16 +14,23 @@ the sorting error in units of σ) depends on neither n nor the scale of x:
 
 | method | c(m) |
 | --- | --- |
-| isotonic L2 rank / sort | m |
+| isotonic L2 rank / sort, isotonic KL sort | m |
 | neuralsort | 1/m |
 | everything else | 1 |
 
 * isotonic L2: ρ = (m, …, 1) has unit gaps; z-scores of m entries have gaps ~ 1/m, so without
   the factor the share of pooled (tied) entries grows with m.
+* isotonic KL sort: P_KL(ρ/τ, z) compares the gaps of z with the unit gaps of ρ/τ, as the L2
+  sort does (for two neighbours the pooling condition is the same), so it takes the same
+  factor. Unlike L2 it is not n-free for every score distribution: a pooled block's values are
+  log-sum-exps of its z, i.e. anchored at its extreme member (the smallest for an ascending
+  sort), so the error follows the sample extreme, which drifts with m when that tail is
+  unbounded (Gaussian: √(2 log m)); where it is bounded (uniform scores, or exponential scores
+  sorted ascending) it is n-free.
 * neuralsort: its logits (m + 1 − 2i)·x − Σ|x − x_k| grow with m; the factor keeps the blurred
   share of rows fixed.
 * everything else (pairwise sigmoid/probabilistic/LapSum-type CDF sums, SoftSort, isotonic KL
-  and top-k masks, Sinkhorn/OT, sorting networks): the blurred share is the share of z-scores
+  rank and top-k masks, Sinkhorn/OT, sorting networks): the blurred share is the share of z-scores
   within ~τ of each other, already m-free.
 
 ``soft_sort`` maps its output back to x's units, σ·sort(z)/c(m) + μ, so the hard limit is still
@@ -46,6 +53,7 @@ import jax.numpy as jnp
 RULES: dict[tuple[str, str, str | None], int] = {
     ("rank", "isotonic", "l2"): 1,
     ("sort", "isotonic", "l2"): 1,
+    ("sort", "isotonic", "kl"): 1,
     ("rank", "neuralsort", None): -1,
     ("sort", "neuralsort", None): -1,
     ("permutation", "neuralsort", None): -1,

@@ -143,9 +143,33 @@ def test_relative_error_is_n_free_under_repetition(v):
         np.testing.assert_allclose(e3, e1, rtol=1e-9)
 
 
+@pytest.mark.parametrize(
+    ("regularization", "scores", "temperature"),
+    [("l2", "normal", 0.1), ("kl", "exponential", 0.03)],
+)
+def test_isotonic_sort_error_is_n_free_with_factor_m(regularization, scores, temperature):
+    # c(m) = m for both isotonic sorts (docs/choosing_a_method.md): the error relative to σ is
+    # the same at m = 100 and 1,000 (with c = 1 it falls towards 0 as m grows). The KL sort
+    # only where the tail its pooled blocks are anchored at (the lower one, ascending) is
+    # bounded: exponential scores here; Gaussian scores drift with the sample minimum
+    # (documented, not asserted).
+    with jax.enable_x64(True):
+        rng = np.random.default_rng(0)
+        errors = []
+        for m in (100, 1000):
+            x = getattr(rng, scores)(size=(10_000 // m, m))
+            out = rrj.soft_sort(
+                x, temperature=temperature, regularization=regularization, standardize=True
+            )
+            errors.append(np.mean(np.mean(np.abs(out - np.sort(x)), -1) / np.std(x, -1)))
+        assert errors[0] > 1e-3  # in the blurred regime, not trivially exact
+        assert 0.8 < errors[1] / errors[0] < 1.25, errors
+
+
 def test_rule_table_and_statistics():
     assert _standardize.exponent("rank", "isotonic", {"regularization": "l2"}) == 1
     assert _standardize.exponent("rank", "isotonic", {"regularization": "kl"}) == 0
+    assert _standardize.exponent("sort", "isotonic", {"regularization": "kl"}) == 1
     assert _standardize.exponent("sort", "neuralsort", {}) == -1
     assert _standardize.exponent("rank", "a-method-registered-later", {}) == 0
     x = jnp.array([[1.0, 2.0, 3.0, 100.0]])
