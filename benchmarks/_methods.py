@@ -32,8 +32,15 @@ class Variant:
 
     @property
     def quadratic(self) -> bool:
-        """O(n²) time or memory (per the registry's cost string)."""
-        return "n²" in self.cost or "n^2" in self.cost
+        """O(n²) time or memory for this variant (per the registry's cost string).
+
+        A cost string may name the cost of each option value ("O(n log² n) bitonic, O(n²)
+        odd-even"): then the part that names one of this variant's option values decides.
+        """
+        parts = [p.strip() for p in self.cost.split(",")]
+        values = {str(v) for v in self.options.values()}
+        named = [p for p in parts if any(v in p.split() for v in values)]
+        return any("n²" in p or "n^2" in p for p in (named or parts))
 
     def fn(self, *, standardize: bool = False) -> Callable[..., Any]:
         """``f(x, temperature)`` over the last axis (top-k with k = max(1, n // 10))."""
