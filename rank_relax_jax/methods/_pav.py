@@ -614,7 +614,7 @@ def _kl_out(s, w, single, lse_s, lse_w):
     # but when s is an expression (positions / temperature) XLA fuses it into this subtraction
     # and LLVM contracts the two into an FMA, while the solver saw s rounded: the difference
     # was one ulp of s (a KL soft sort 0.03 off at temperature 1e-3, n = 1,000, with no block
-    # pooled). Pooled blocks keep that rounding: s is of order n / temperature there.
+    # pooled). Pooled blocks may keep a rounding of that order (s is of order n / temperature).
     return jnp.where(single, w, (s - lse_s) + lse_w)
 
 
