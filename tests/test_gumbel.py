@@ -6,12 +6,13 @@ compared with exact probabilities computed here by enumeration, with a chi-squar
 alpha = 1e-3. Every chi-square check also verifies its own power: the same counts must *reject* a
 reference that moves 0.02 of probability between two categories (a 2% error).
 
-The rest are the contract checks of ``DESIGN.md`` adapted to samplers (``test_contract.py``
-covers the deterministic ops): same key -> same output, typed and legacy keys, batched keys
-rejected, jit == eager, ``axis`` == moveaxis, masked == filtered, padding and ``-inf`` never
-selected with exactly zero gradient, fully masked rows finite, dtypes preserved, gradients match
-finite differences in float64 for a fixed key, hard straight-through, no retrace when
-``temperature`` changes.
+The plumbing checks of ``DESIGN.md`` (jit == eager, vmap, ``axis`` == moveaxis, masked ==
+filtered, padding and ``-inf`` never selected with exactly zero gradient, fully masked rows, empty
+inputs, dtypes) run over the samplers in the contract harness (``tests/_contract.py`` registers
+them, ``test_contract.py`` checks them), and their misuse errors are rows of the table in
+``test_errors.py``. The rest are here: same key -> same output, typed and legacy keys, gradients
+match finite differences in float64 for a fixed key, hard straight-through, no retrace when
+``temperature`` changes, NaN propagation.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import scipy.stats
+from _contract import SAMPLER_OPS
 from jax.test_util import check_grads
 
 from rank_relax_jax import gumbel
@@ -345,60 +347,17 @@ def test_perturbed_topk_sums_to_k_and_tends_to_topk():
 
 
 # ---------------------------------------------------------------------------------------------
-# Contract checks for every sampler
+# Keys, gradients, tracing and hard forward passes of every sampler
 # ---------------------------------------------------------------------------------------------
-# Compilation dominates this file's run time, so every op is jitted once at import and the
-# checks share shapes ([3, 6] scores) to reuse the compiled code.
+# The samplers are the records of tests/_contract.py, whose harness (test_contract.py) runs the
+# plumbing checks over them: jit == eager, vmap with one key == per-row calls, ``axis`` ==
+# moveaxis, masked == filtered, padding and -inf never selected with exactly zero gradient,
+# fully masked rows, empty inputs, dtypes. Compilation dominates this file's run time, so the
+# records are called jitted and the checks share shapes ([3, 6] scores).
 
 K = 2
-
-
-def _attention(method):
-    # gumbel_attention_mask has no `axis` (documents are the last axis).
-    def f(key, x, **kw):
-        return gumbel.gumbel_attention_mask(key, x, K, method=method, **kw)
-
-    return f
-
-
-def _no_temperature(fn):
-    def g(key, x, temperature=None, **kw):
-        del temperature
-        return fn(key, x, **kw)
-
-    return g
-
-
-RAW = {
-    "gumbel_softmax": lambda key, x, **kw: gumbel.gumbel_softmax(key, x, **kw),
-    "relaxed_topk_gumbel": lambda key, x, **kw: gumbel.relaxed_topk_gumbel(
-        key, x, K, num_samples=3, **kw
-    ),
-    "relaxed_topk_gumbel_log": lambda key, x, **kw: gumbel.relaxed_topk_gumbel_log(key, x, K, **kw),
-    "relaxed_subset_sample": lambda key, x, **kw: gumbel.relaxed_subset_sample(key, x, K, **kw),
-    "gumbel_topk_mask": _no_temperature(
-        lambda key, x, **kw: gumbel.gumbel_topk(key, x, K, **kw).mask
-    ),
-    "perturbed_topk_mask": lambda key, x, temperature=0.5, **kw: gumbel.perturbed_topk_mask(
-        key, x, K, sigma=temperature, num_samples=64, **kw
-    ),
-    "attention_max": _attention("max"),
-    "attention_subset": _attention("subset"),
-}
-ALL = {name: jax.jit(f, static_argnames=("axis",)) for name, f in RAW.items()}
-# The G-Rerank mask is relaxed_topk_gumbel or a clipped relaxed_subset_sample (checked in
-# test_attention_mask_methods_match_the_relaxations), so it only joins the masking checks.
-SAMPLERS = {n: f for n, f in ALL.items() if not n.startswith("attention")}
-LOG_SPACE = {"relaxed_topk_gumbel_log"}
-SMOOTH = {n for n in ALL if n != "gumbel_topk_mask"}
-# relaxed_topk_gumbel_log and gumbel_softmax share relaxed_topk_gumbel's code path except for
-# their output; the structural checks (vmap, axis) run on one of them.
-STRUCTURAL = [
-    "relaxed_topk_gumbel",
-    "relaxed_subset_sample",
-    "gumbel_topk_mask",
-    "perturbed_topk_mask",
-]
+SAMPLERS = {op.name: op for op in SAMPLER_OPS if not op.name.startswith("attention")}
+SMOOTH = {name for name, op in SAMPLERS.items() if op.smooth}
 
 
 def _loss(out, w):
@@ -406,25 +365,11 @@ def _loss(out, w):
     return jnp.sum(jnp.where(out > -1e30, out, 0.0) * w)
 
 
-def _grad_fn(f):
-    def loss(key, v, w, where, t):
-        return _loss(f(key, v, where=where, temperature=t), w)
-
-    return jax.jit(jax.grad(loss, argnums=1))
-
-
-GRAD = {name: _grad_fn(f) for name, f in ALL.items()}
-
-
 def _key(seed):
     # XLA's RngBitGenerator keys compile about twice as fast as threefry's unrolled rounds;
-    # the contract checks below do not depend on the key's implementation (the ones that
-    # do, typed == legacy and masked == filtered, use the default threefry keys).
+    # the checks below do not depend on the key's implementation (the one that does, typed ==
+    # legacy, uses the default threefry keys).
     return jax.random.key(seed, impl="rbg")
-
-
-def _fill(name, dtype=jnp.float64):
-    return np.asarray(gumbel.large_negative(dtype)) if name in LOG_SPACE else 0.0
 
 
 def _x(shape=(3, 6), seed=0, dtype=np.float64):
@@ -437,118 +382,20 @@ def _w(shape=(3, 6), seed=1):
 
 @pytest.mark.parametrize("name", list(SAMPLERS))
 def test_keys(name):
-    """Same key -> same output, different keys differ, typed == legacy, batched key refused."""
-    f = SAMPLERS[name]
+    """Same key -> same output, different keys differ, typed == legacy, a batch via vmap.
+
+    A batched key passed directly is refused: tests/test_errors.py (``key-batched``).
+    """
+    op = SAMPLERS[name]
     x = _x()
     k0, k1 = jax.random.key(0), jax.random.key(1)
-    a = np.asarray(f(k0, x))
-    np.testing.assert_array_equal(a, f(k0, x))
-    b = np.asarray(f(k1, x))
+    a = np.asarray(op(x, key=k0))
+    np.testing.assert_array_equal(a, op(x, key=k0))
+    b = np.asarray(op(x, key=k1))
     assert not np.array_equal(a, b)
-    np.testing.assert_array_equal(f(jax.random.PRNGKey(0), x), a)
-    both = jax.vmap(lambda k: f(k, x))(jnp.stack([k0, k1]))  # a batch of keys goes via vmap
+    np.testing.assert_array_equal(op(x, key=jax.random.PRNGKey(0)), a)
+    both = jax.vmap(lambda k: op(x, key=k))(jnp.stack([k0, k1]))  # a batch of keys goes via vmap
     np.testing.assert_allclose(both, np.stack([a, b]), rtol=1e-12, atol=1e-12)
-    for keys in (jax.random.split(k0, 3), jax.random.split(jax.random.PRNGKey(0), 3)):
-        with pytest.raises(ValueError, match="vmap"):
-            f(keys, x)
-
-
-@pytest.mark.parametrize("name", ["relaxed_subset_sample"])  # eager runs are slow to dispatch
-def test_jit_matches_eager(name):
-    key, x = _key(3), _x()
-    np.testing.assert_allclose(SAMPLERS[name](key, x), RAW[name](key, x), rtol=1e-12, atol=1e-12)
-
-
-@pytest.mark.parametrize("name", STRUCTURAL)
-def test_vmap_over_scores_with_one_key_matches_per_row_calls(name):
-    # Under vmap the key is shared, so every row sees the noise a single-row call would draw.
-    f = SAMPLERS[name]
-    x = _x(seed=4)
-    key = _key(5)
-    out = jax.vmap(lambda v: f(key, v))(x)
-    for i in range(3):
-        np.testing.assert_allclose(out[i], f(key, x[i]), rtol=1e-12, atol=1e-12)
-
-
-@pytest.mark.parametrize("name", STRUCTURAL)
-def test_axis_matches_moveaxis(name):
-    # The noise is drawn after moving `axis` last, so the result is exactly the moved call's.
-    f = SAMPLERS[name]
-    x = _x(seed=6)
-    key = _key(8)
-    np.testing.assert_array_equal(f(key, x.T, axis=0), np.asarray(f(key, x)).T)
-
-
-@pytest.mark.parametrize("name", list(ALL))
-def test_masked_equals_filtered_with_trailing_padding(name):
-    # Exact equality needs the noise of the valid entries to line up with the noise a call on
-    # the filtered list draws. JAX's (default) partitionable threefry makes the draws for shape
-    # (n,) an extension of those for shape (m,), so padding placed *after* the valid entries of
-    # a 1-D list gets noise of its own and the valid entries see exactly the filtered call's
-    # noise. Padding at arbitrary positions is checked in distribution
-    # (test_gumbel_topk_with_padding_and_neg_inf_is_plackett_luce_on_the_rest). The flag is on
-    # by default from JAX 0.5 (the declared floor is 0.8); asserted, so turning it off fails loudly.
-    assert jax.config.jax_threefry_partitionable
-    f = ALL[name]
-    key = jax.random.key(10)
-    x = np.random.default_rng(11).normal(size=6)
-    m = 4
-    garbage = np.concatenate([x[:m], [np.nan, np.inf]])  # padding content must never leak
-    out = np.asarray(f(key, jnp.asarray(garbage), where=jnp.asarray(np.arange(6) < m)))
-    ref = np.asarray(f(key, jnp.asarray(x[:m])))
-    np.testing.assert_allclose(out[:m], ref, rtol=1e-12, atol=1e-12)
-    np.testing.assert_array_equal(out[m:], _fill(name))
-
-
-@pytest.mark.parametrize("name", list(ALL))
-def test_padding_neg_inf_and_empty_rows(name):
-    """Padding and -inf are never selected, get the fill value and exactly zero gradient.
-
-    Row 0: padding holding NaN/inf garbage, a -inf score and a dominant score; row 1: fully
-    masked; row 2: every score -inf. Outputs and gradients must be finite everywhere.
-    """
-    f = ALL[name]
-    x = np.asarray(_x(seed=12)).copy()
-    where = np.ones((3, 6), bool)
-    where[0, [2, 5]] = False
-    x[0, 2], x[0, 5] = np.nan, np.inf
-    x[0, 1] = -np.inf
-    x[0, 3] = 50.0
-    where[1] = False
-    x[2] = -np.inf
-    never = ~where | np.isneginf(x)
-    x, where = jnp.asarray(x), jnp.asarray(where)
-    key = _key(13)
-    out = np.asarray(f(key, x, where=where))
-    assert np.all(np.isfinite(out))
-    np.testing.assert_array_equal(out[never], _fill(name))
-    g = np.asarray(GRAD[name](key, x, _w(), where, 0.3))
-    assert np.all(np.isfinite(g))
-    np.testing.assert_array_equal(g[never], 0.0)
-    if name in SMOOTH:
-        assert np.any(g[0][~never[0]] != 0.0)
-    if name not in LOG_SPACE:
-        assert np.all(out[0][~never[0]] >= 0)
-
-
-# float16 takes the bfloat16 path; it is checked on two ops.
-@pytest.mark.parametrize(
-    ("name", "dtype"),
-    [(n, jnp.bfloat16) for n in SAMPLERS]
-    + [(n, jnp.float16) for n in ("relaxed_topk_gumbel_log", "relaxed_subset_sample")],
-)
-def test_dtype_is_preserved_and_half_is_computed_in_float32(name, dtype):
-    f = SAMPLERS[name]
-    x = _x(seed=17)
-    key = _key(18)
-    out = f(key, x.astype(dtype))
-    assert out.dtype == dtype
-    out64 = np.asarray(out, np.float64)
-    assert np.all(np.isfinite(out64))
-    ref = f(key, x.astype(dtype).astype(jnp.float32))
-    assert ref.dtype == jnp.float32
-    np.testing.assert_allclose(out64, np.asarray(ref, np.float64), rtol=1e-2, atol=1e-2)
-    assert f(key, x).dtype == jnp.float64
 
 
 @pytest.mark.parametrize(
@@ -557,29 +404,29 @@ def test_dtype_is_preserved_and_half_is_computed_in_float32(name, dtype):
 )
 def test_gradients_match_finite_differences(name):
     # Deterministic for a fixed key: the relaxation is a smooth function of the scores.
-    f = SAMPLERS[name]
+    op = SAMPLERS[name]
     x = _x(seed=19)
     where = jnp.asarray(np.random.default_rng(19).random((3, 6)) < 0.8)
     key = _key(20)
     w = _w()
-    loss = jax.jit(lambda v: _loss(f(key, v, temperature=0.8, where=where), w))
+    loss = jax.jit(lambda v: _loss(op(v, key=key, temperature=0.8, where=where), w))
     # Forward mode is checked on the op with the hand-written recursion (lax.scan).
     modes = ("fwd", "rev") if name == "relaxed_subset_sample" else ("rev",)
     check_grads(loss, (x,), order=1, modes=modes, atol=1e-5, rtol=1e-5)
     if name == "relaxed_subset_sample":  # the temperature is differentiable too
-        loss_t = jax.jit(lambda t: _loss(f(key, x, temperature=t, where=where), w))
+        loss_t = jax.jit(lambda t: _loss(op(x, key=key, temperature=t, where=where), w))
         check_grads(loss_t, (jnp.asarray(0.8),), order=1, modes=("rev",), atol=1e-5, rtol=1e-5)
 
 
-@pytest.mark.parametrize("name", sorted(SMOOTH - {"attention_max", "attention_subset"}))
+@pytest.mark.parametrize("name", sorted(SMOOTH))
 def test_changing_temperature_does_not_retrace(name):
-    f = SAMPLERS[name]
+    op = SAMPLERS[name]
     traces = []
 
     @jax.jit
     def g(key, v, t):
         traces.append(None)
-        return f(key, v, temperature=t)
+        return op(v, key=key, temperature=t)
 
     x = _x(seed=21)
     a = g(_key(0), x, 1.0)
@@ -710,13 +557,7 @@ def test_gumbel_topk_indices_and_mask_agree_and_fewer_valid_than_k():
 def test_nan_scores_propagate():
     key = _key(33)
     x = _x(seed=34).at[0, 2].set(jnp.nan)
-    for name, f in SAMPLERS.items():  # NaN never turns into a valid-looking number
-        out = np.asarray(f(key, x))
+    for name, op in SAMPLERS.items():  # NaN never turns into a valid-looking number
+        out = np.asarray(op(x, key=key))
         assert np.isnan(out[0, 2]), name
         assert not np.any(np.isnan(out[1:])), name
-
-
-@pytest.mark.parametrize("shape", [(3, 0), (0, 4)])
-def test_gumbel_softmax_of_empty_inputs(shape):
-    out = gumbel.gumbel_softmax(jax.random.key(0), jnp.zeros(shape))
-    assert out.shape == shape

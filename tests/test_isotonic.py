@@ -446,13 +446,6 @@ def test_empty_inputs_give_empty_outputs(shape):
     assert g.shape == shape
 
 
-def test_regularization_is_checked():
-    with pytest.raises(ValueError, match="regularization"):
-        isotonic.isotonic_rank(
-            jnp.zeros((3,)), None, jnp.asarray(1.0), descending=False, regularization="entropy"
-        )
-
-
 def test_against_torchsort():
     hint = "optional peer not installed: bash benchmarks/install_torchsort.sh"
     torchsort = pytest.importorskip("torchsort", reason=f"torchsort {hint}")

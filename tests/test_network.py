@@ -226,13 +226,3 @@ def test_finite_at_ties_extremes_and_padding(network):
             # Rescaling: 1e30 next to 0, 1 and 3 still sorts them at a small temperature.
             if t == 1e-6 and sigmoid == "logistic":
                 np.testing.assert_allclose(outs[0][1], np.sort(np.asarray(x[1])), rtol=1e-6)
-
-
-def test_options_are_validated():
-    x = jnp.arange(3.0)
-    with pytest.raises(ValueError, match="network"):
-        ranking.soft_sort(x, method="network", network="bubble")
-    with pytest.raises(ValueError, match="sigmoid"):
-        ranking.soft_rank(x, method="network", sigmoid="tanh")
-    with pytest.raises(ValueError, match="does not apply"):
-        ranking.soft_rank(x, method="isotonic", network="bitonic")

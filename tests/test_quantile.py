@@ -102,15 +102,9 @@ def test_dtype_is_preserved(dtype):
     assert soft_median(x, method="lapsum").dtype == dtype
 
 
-def test_invalid_q_and_traced_q():
+def test_traced_q_outside_0_1_gives_nan():
+    # A concrete q outside [0, 1] raises (test_errors.py, "soft_quantile-q").
     x = jnp.arange(5.0)
-    for bad in (1.5, -0.1, [0.2, 1.01]):
-        with pytest.raises(ValueError, match=r"soft_quantile: argument `q` must be in \[0, 1\]"):
-            soft_quantile(x, bad)
-    with pytest.raises(ValueError, match="soft_quantile: argument `q` must be a scalar or a 1-D"):
-        soft_quantile(x, [[0.5]])
-    with pytest.raises(ValueError, match="soft_quantile: argument `method`"):
-        soft_quantile(x, 0.5, method="sigmoid")
     f = jax.jit(lambda qq: soft_quantile(x, qq, temperature=1e-3))
     np.testing.assert_allclose(f(0.5), 2.0)
     assert bool(jnp.isnan(f(1.5)))

@@ -161,10 +161,7 @@ def test_forced_path_switches_and_restores():
         assert "ui64" not in jax.jit(_sort.argsort).lower(x).as_text()
     with _sort.forced_path("packed"):
         assert "ui64" in jax.jit(_sort.argsort).lower(x).as_text()
-    assert _sort._forced == "auto"
-    with pytest.raises(ValueError, match="forced_path"):
-        with _sort.forced_path("radix"):
-            pass
+    assert _sort._forced == "auto"  # an unknown path raises: test_errors.py, "forced_path"
 
 
 def _sorted_sum(x):
