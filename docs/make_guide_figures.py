@@ -42,15 +42,22 @@ def _rows(pattern):
 def time_vs_n(rows):
     fig, ax = plt.subplots(figsize=(7, 4.5))
     single = [r for r in rows if r.get("batch") == 1 and not r.get("skipped")]
-    keys = sorted({(r["op"], r["library"], r["method"]) for r in single if r["op"] == "rank"})
+    defaults = _default_labels("rank")
+    keys = sorted({(r["op"], r["library"], r["method"]) for r in single if r["op"] == "rank"
+                   and (r["library"] != "rank_relax_jax" or r["method"] in defaults)})  # fmt: skip
     keys.append(("argsort", "jax", "jnp.argsort"))
-    for op, lib, m in keys:
+    colors = plt.get_cmap("tab20").colors
+    for i, (op, lib, m) in enumerate(keys):
         pts = sorted((r["n"], r.get("fwd_bwd_s") or r["fwd_s"]) for r in single
                      if (r["op"], r["library"], r["method"]) == (op, lib, m))  # fmt: skip
         if not pts:
             continue
         name = m if lib == "rank_relax_jax" else f"{lib}: {m}"
-        style = {"color": "k", "ls": "--", "lw": 2} if op == "argsort" else {"marker": "o"}
+        style = (
+            {"color": "k", "ls": "--", "lw": 2}
+            if op == "argsort"
+            else {"marker": "os^v"[i % 4], "color": colors[i % len(colors)]}
+        )
         ax.plot(*zip(*pts, strict=True), label=name + (" (fwd, floor)" if op == "argsort" else ""),
                 **style)  # fmt: skip
     ax.set(xscale="log", yscale="log", xlabel="n (one list)", ylabel="fwd+bwd time [s]",
@@ -58,6 +65,24 @@ def time_vs_n(rows):
     ax.legend(fontsize=7, ncol=2)
     fig.tight_layout()
     fig.savefig(OUT / "guide_time_vs_n.png", dpi=110)
+
+
+def _default_labels(op):
+    """Benchmark labels of each registered method at its default options (isotonic: L2 and KL).
+
+    ``benchmarks._methods`` labels a variant ``method[v1,v2]`` with its choice-valued options'
+    values in the order of their sorted names; the time figure draws one line per method.
+    """
+    out = set()
+    for e in methods.entries(op):
+        names = sorted(k for k, o in e.options.items() if o.choices)
+        if not names:
+            out.add(e.method)
+        elif names == ["regularization"]:
+            out.update(f"{e.method}[{c}]" for c in e.options["regularization"].choices)
+        else:
+            out.add(f"{e.method}[{','.join(str(e.options[k].default) for k in names)}]")
+    return out
 
 
 def _at_defaults(row):
