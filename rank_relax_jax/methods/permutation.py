@@ -45,6 +45,22 @@ def masked_softmax(logits: jax.Array, mask: jax.Array | None) -> jax.Array:
     return _numerics.masked_softmax(jnp.clip(logits, -big, big), mask)
 
 
+def shifted_logits(v: jax.Array, mask: jax.Array | None, t: jax.Array) -> jax.Array:
+    """``(v - max v) / t`` over the last axis, the max taken over ``mask`` as a constant.
+
+    Shifted by the row max (to which a softmax is invariant) *before* dividing by ``t``: after
+    `rescale` a tiny ``t`` would otherwise overflow ``v / t`` to inf for the largest entries,
+    and two of them clipped to the same value tie (NeuralSort of ``[max, -max]`` at t = 1 gave
+    ``[0, 0]``; SmoothI sorted ``[max, 0, -max]`` to ``[-max/2, -max/2, -max]``). Now only
+    entries below the max can saturate (to ``-inf``, which `masked_softmax` clips). A row with
+    no valid entry (or n = 0) is shifted by 0.
+    """
+    valid = v if mask is None else jnp.where(mask, v, -jnp.inf)
+    top = jnp.max(valid, axis=-1, keepdims=True, initial=-jnp.inf)
+    top = jax.lax.stop_gradient(jnp.where(jnp.isfinite(top), top, 0.0))
+    return (v - top) / t
+
+
 def pow2(exponent: jax.Array, dtype) -> jax.Array:
     """``2**exponent`` exactly, built from its bits (``exponent`` int, within the normal range).
 
@@ -257,18 +273,7 @@ def neuralsort_permutation(
         r = jnp.broadcast_to(jnp.arange(1, n + 1, dtype=x.dtype), x.shape)
         coef = m + 1.0 - 2.0 * r  # [..., n] slot coefficients
         num = coef[..., :, None] * s[..., None, :] - a1[..., None, :]
-        # Shifted by the row max (to which the softmax is invariant) before dividing by t, so
-        # that a tiny rescaled t saturates only the entries below the max: clipping two
-        # overflowed logits made them equal (NeuralSort of [max, -max] at t = 1 gave [0, 0]).
-        cols = _column_mask(mask)
-        top = jnp.max(
-            num if cols is None else jnp.where(cols, num, -jnp.inf),
-            -1,
-            keepdims=True,
-            initial=-jnp.inf,  # an empty list (n = 0) has no max
-        )
-        top = jax.lax.stop_gradient(jnp.where(jnp.isfinite(top), top, 0.0))
-        return (num - top) / t[..., None]
+        return shifted_logits(num, _column_mask(mask), t[..., None])
 
     return _rescaled_relaxation(logits, x, mask, temperature)
 

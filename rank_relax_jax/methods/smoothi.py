@@ -40,6 +40,7 @@ from rank_relax_jax.methods.permutation import (
     _sort_in_scaled_units,
     masked_softmax,
     rescale,
+    shifted_logits,
 )
 
 # The paper's margin hyperparameter δ. Its analysis needs 0 < δ < 1/2; a small δ keeps the
@@ -64,7 +65,6 @@ def _indicator_scan(x, mask, temperature, descending, delta, stop, *, stack: boo
     x, t = rescale(x, mask, temperature)  # t: [..., 1]
     s = _scores(x, mask, descending)  # in [0, 16] after rescaling
     n = x.shape[-1]
-    big = jnp.finfo(x.dtype).max
     cmask = mask
     if mask is None:
         m = jnp.full((*x.shape[:-1], 1), n, x.dtype)
@@ -73,13 +73,9 @@ def _indicator_scan(x, mask, temperature, descending, delta, stop, *, stack: boo
 
     def step(carry, r):
         prod, acc = carry
-        # softmax(s B / t), shifted by the row's largest s B *before* the division: near the
-        # dtype's maximum t is tiny after rescaling, and s B / t itself would overflow to inf
-        # (two such entries then tie). The shift is a stop_gradient constant (softmax ignores it).
-        v = s * prod
-        valid = v if cmask is None else jnp.where(cmask, v, -big)
-        top = jnp.max(valid, axis=-1, keepdims=True, initial=-big)
-        ind = masked_softmax((v - jax.lax.stop_gradient(top)) / t, cmask)
+        # softmax(s B / t), shifted before the division (near the dtype's maximum t is tiny
+        # after rescaling and s B / t itself overflowed).
+        ind = masked_softmax(shifted_logits(s * prod, cmask, t), cmask)
         prod = prod * (1.0 - ind - delta)
         if stop:
             prod = jax.lax.stop_gradient(prod)
