@@ -80,7 +80,7 @@ def test_label_objectives_have_finite_nonzero_gradients(prepared, models, method
     assert np.isfinite(np.asarray(grads["log_scale"])) and grads["log_scale"] != 0
 
 
-def test_emdr_and_pdist_losses_match_their_definitions(prepared, models):
+def test_label_losses_match_their_definitions(prepared, models):
     cfg, prep, _ = prepared
     programs = run.make_programs(models, cfg, prep.k)
     head = rr.init_head(prep.q_emb.shape[-1])
@@ -95,6 +95,12 @@ def test_emdr_and_pdist_losses_match_their_definitions(prepared, models):
     np.testing.assert_allclose(programs.label_loss(head, "emdr", *args), emdr, rtol=1e-4)
     np.testing.assert_allclose(
         programs.label_loss(head, "pdist", *args), pdist, rtol=1e-4, atol=1e-5
+    )
+    gold = np.asarray(prep.gold[0])[m]
+    assert gold.any()
+    supervised = -np.mean(log_p[gold])
+    np.testing.assert_allclose(
+        programs.label_loss(head, "supervised", *args), supervised, rtol=1e-4
     )
 
 
