@@ -7,6 +7,7 @@ library's parallel solver.
 """
 
 import functools
+from unittest import mock
 
 import jax
 import jax.numpy as jnp
@@ -625,6 +626,35 @@ def test_merges_of_tied_blocks_match_reference(regularization):
         else:
             ref = ref_pav("kl", a[i, :mi], b[i, :mi])
         np.testing.assert_allclose(got[i, :mi], ref, rtol=0, atol=1e-9, err_msg=f"{i=}")
+
+
+@pytest.mark.parametrize("regularization", ["l2", "kl"])
+@pytest.mark.parametrize("n", [5, 16, 40, 64, 300])  # below, at and above the chunk of 32
+def test_flat_and_row_local_solvers_agree_exactly(n, regularization):
+    # The flat layout (one device) and the row-local one (several: a sharded batch stays local)
+    # make the same pooling decisions with the same roundings, so they agree bit for bit: rows
+    # of ties, ragged masks, and rows shorter than a chunk (which must not pool across rows).
+    rng = np.random.default_rng(n)
+    (a, b), valid, _ = _tied_problems(rng, 24, n, regularization)
+    a[::3] = rng.normal(size=a[::3].shape) * 5  # rows without ties too
+    args = (regularization, (jnp.asarray(a), jnp.asarray(b)), jnp.asarray(valid), None)
+    flat, local = _pav.pav(*args, True), _pav.pav(*args, False)
+    for got, want in zip(jax.tree.leaves(flat), jax.tree.leaves(local), strict=True):
+        np.testing.assert_array_equal(np.asarray(got), np.asarray(want))
+    start = np.asarray(flat[0])
+    assert start.min() >= 0 and start.max() < n  # positions in the row, not in the batch
+    # The derivatives' gathers and scatters, flat and vmapped, against NumPy.
+    vals = rng.normal(size=a.shape)
+    took = np.take_along_axis(vals, start, axis=-1)
+    sums = np.stack(
+        [np.bincount(st, weights=v, minlength=n)[st] for st, v in zip(start, vals, strict=True)]
+    )
+    for one_device in (True, False):
+        with mock.patch.object(_pav, "_flat_default", lambda one=one_device: one):
+            np.testing.assert_array_equal(_pav._row_take(jnp.asarray(vals), flat[0]), took)
+            np.testing.assert_allclose(
+                _pav._segment_sum(jnp.asarray(vals), flat[0]), sums, rtol=1e-12, atol=1e-12
+            )
 
 
 @pytest.mark.slow

@@ -21,17 +21,19 @@ the host:
   sweep after each merge), so every gap between blocks exceeds the rounding of the searches'
   pooled values and their predicates stay monotone as computed. Work O(n log n), sequential
   depth O(32 + log³ n / 4).
-* **Row-local.** The rows are solved by one ``vmap`` of a one-row solver (`_pav_row`), and the
-  block sums of the derivatives are vmapped scatters (`_segment_sum`): every index is a
-  position in its row, so the gathers and scatters carry the batch as a batch dimension and
-  XLA's SPMD partitioner keeps a batch sharded over devices where it is. (Flattening the batch
-  into one array with global offsets made it all-gather the batch; it was 1.1-1.6x faster on
-  CPU at many-row shapes, measured in `benchmarks/bench_isotonic.py`.) The one collective left
-  is the all-reduce of one boolean per iteration of the tie sweep (the ``while_loop`` of
-  `_bridges`).
+* **Row-local where it matters, flat where it is faster.** With several devices the rows are
+  solved by one ``vmap`` of a one-row solver (`_pav_row`), and the block sums of the
+  derivatives are vmapped scatters (`_segment_sum`): every index is a position in its row, so
+  the gathers and scatters carry the batch as a batch dimension and XLA's SPMD partitioner
+  keeps a batch sharded over devices where it is. (Flattening the batch into one array with
+  global offsets made it all-gather the batch.) The one collective left is the all-reduce of
+  one boolean per iteration of the tie sweep (the ``while_loop`` of `_bridges`). With one
+  device nothing can be sharded, and the same solver runs on the rows laid end to end (the
+  flat layout, `_flat_default`): XLA:CPU's one-index gathers are 1.3-1.5x faster than the
+  batched ones at many-row shapes. Both layouts give the same bits.
 * **Compile time independent of n.** The levels run in one ``fori_loop`` with the level traced
   (`_merge_levels`), and the searches are ``fori_loop``s, so the compiled program holds one
-  copy of each loop body whatever ``n``: about 2-3 s of XLA:CPU compile time per op and shape,
+  copy of each loop body whatever ``n``: about 1-1.5 s of XLA:CPU compile time per op and shape,
   where one unrolled copy per level took 3-20 s (docs/performance.md).
 * **O(n) derivatives.** The Jacobian of PAV is block-constant: block means for L2, block softmax
   weights for KL (Blondel et al., Sec. 4). `proj_l2` and `proj_kl` carry a
@@ -323,44 +325,38 @@ def _bridges(kind, level, q, start, end, block, suf, pre, live):
 _LANES = 256
 
 
-# Lanes of the top levels, as a fraction of ``lanes`` (`_merge_levels`): once a level has fewer
-# pairs than ``lanes``, a block of ``lanes`` would search clipped copies of the same pairs.
-_NARROW = 16
+# Where the top levels of the merges have few pairs (one long row, or a few), a lane block is
+# one pair per ``2**_LANE_SHIFT`` entries (at least 4 pairs): `_merge_levels`.
+_LANE_SHIFT = 10
 
 
 def _merge_levels(kind, base_level, levels, start, end, block, suf, pre, live, lanes):
-    """Merge levels ``base_level .. levels - 1`` of one row in (at most) two loops.
+    """Merge levels ``base_level .. levels - 1`` of one row in one loop.
 
     Level ``L`` merges every adjacent pair of solved segments of length ``2**L`` (`_bridges`).
-    The level is traced, so one compiled level body serves many levels and every row length:
+    The level is traced, so one compiled level body serves every level and every row length:
     one unrolled copy per level cost about 1.5 s of XLA compile time each. A level searches
     its ``N / 2**(L + 1)`` pairs ``lanes`` at a time (a loop over lane blocks), then updates
     the entries, the suffix (left halves) and prefix (right halves) statistics by gathering
-    each entry's pair results. (`pav` runs this on every row at once through ``vmap``, so one
-    lane block is ``lanes`` pairs of every row.)
+    each entry's pair results.
 
-    The width adapts to the level in two steps: the levels with at least ``lanes`` pairs run
-    in a loop of ``lanes``-wide blocks, the top levels (fewer pairs, deeper searches) in a loop
-    of blocks ``_NARROW`` times narrower. One width for all levels searched up to ``lanes - 1``
-    clipped copies of the last pair at every top level, which made the steady state up to 2.5x
-    slower than the unrolled levels (KL at (1, 10000)). The second loop body costs compile
-    time (about 40% more), so it is used only where the top levels are wide (``narrow >= 4``).
+    The lane count is one trade: a block wider than a level's pairs searches clipped copies of
+    its last pair (wasted work at the top levels, where few pairs are left and the searches are
+    deepest), a narrower one runs more loop iterations at the bottom levels. Where the last
+    level still has a quarter of ``lanes`` pairs (a batch of many rows) the waste is small and
+    the blocks stay ``lanes`` wide; otherwise they hold one pair per 1,024 entries, at least 4.
+    Measured against the unrolled levels (`benchmarks/bench_isotonic.py`, docs/performance.md):
+    one width of 256 for every level was up to 2.5x slower (KL at (1, 10000)); a second, narrow
+    loop for the top levels matched the unrolled speed but cost 0.6 s more compile time (about
+    2 s in all for KL); this rule matches it within a few percent with one loop body.
     """
     total = start.shape[0]
     max_pairs = total >> (base_level + 1)
     wide = min(lanes, max_pairs)
-    narrow = max(wide // _NARROW, 1)
-    # First level with fewer pairs than ``wide`` (total >> (L + 1) < wide). Below 4 narrow
-    # lanes (one row shorter than 4096, or a batch) the top levels waste too little to pay for
-    # a second loop body's compile time.
-    split = base_level
-    while split < levels and (total >> (split + 1)) >= wide:
-        split += 1
-    if narrow < 4:
-        split = levels
+    if 4 * (total >> levels) < wide:
+        wide = max(min(wide, total >> _LANE_SHIFT), min(4, wide))
     state = (start, end, block, suf, pre)
-    state = _level_loop(kind, base_level, split, state, live, wide)
-    return _level_loop(kind, split, levels, state, live, narrow)
+    return _level_loop(kind, base_level, levels, state, live, wide)
 
 
 def _level_loop(kind, first, stop, state, live, lanes):
@@ -437,15 +433,20 @@ def _combine1(kind, a, b):
     return (a + b) if kind == "l2" else _logaddexp(a, b)
 
 
-def _pav_row(kind, st, live, chunk, lanes):
+def _pav_row(kind, st, live, chunk, lanes, row_len=None):
     """`pav` of one row: ``st`` (statistics) and ``live`` are ``[N]``, ``N`` a power of two.
 
     Every index is a position in the row, so under `pav`'s ``vmap`` each gather and scatter
     carries the batch as a batch dimension and a batch sharded over devices stays on them.
+
+    With ``row_len`` (a power of two dividing ``N``), the ``[N]`` arrays are ``N / row_len``
+    rows laid end to end and solved at once: the merges stop at segments of ``row_len``, so no
+    block crosses a row, and every index is a position in the flat array (`pav`'s flat path).
     """
     big_n = live.shape[0]
-    levels = big_n.bit_length() - 1
-    chunk = min(chunk, big_n)
+    row_len = big_n if row_len is None else row_len
+    levels = row_len.bit_length() - 1
+    chunk = min(chunk, row_len)
     base_level = chunk.bit_length() - 1
     groups = big_n // chunk
     elem = tuple(a.reshape(groups, chunk) for a in st)
@@ -480,21 +481,39 @@ def _lanes_per_row(rows):
     return 1 << (per_row.bit_length() - 1)
 
 
+def _flat_default() -> bool:
+    """Whether the solver runs on the batch flattened into one array (`pav`'s ``flat``).
+
+    Only where there is one device: nothing can then be sharded, and XLA:CPU runs the flat
+    array's one-index gathers and scatters faster than the row-local ones, whose batch dimension
+    each gather carries as a second index (1.2-1.5x on many-row batches,
+    `benchmarks/bench_isotonic.py`). With several devices a batch may be sharded, and the
+    global offsets of the flat array would make XLA's SPMD partitioner all-gather it.
+    """
+    return jax.device_count() == 1
+
+
 # Jitted (with the static options) so that eager calls reuse one compilation instead of
 # re-tracing the loops; under an outer jit it is inlined.
-@functools.partial(jax.jit, static_argnums=(0, 3))
-def pav(kind, stats, valid, chunk=None):
+@functools.partial(jax.jit, static_argnums=(0, 3, 4))
+def pav(kind, stats, valid, chunk=None, flat=None):
     """Exact decreasing isotonic regression of every row: PAV on chunks, then hull merges.
 
-    The rows are solved by one ``vmap`` of the one-row solver (`_pav_row`): no index crosses
-    rows, so XLA's SPMD partitioner keeps a batch sharded over devices where it is (a solver on
-    the batch flattened into one array, with global offsets, made it all-gather the batch).
+    Two layouts of the same computation (every pooling decision and every rounding is the same,
+    so the results are equal bit for bit; `tests/test_isotonic.py`):
+
+    * row-local: one ``vmap`` of the one-row solver (`_pav_row`). No index crosses rows, so
+      XLA's SPMD partitioner keeps a batch sharded over devices where it is (a solver on the
+      batch flattened into one array, with global offsets, made it all-gather the batch).
+    * flat: the rows laid end to end in one array and solved by the same solver, with the
+      merges stopped at the row length (`_flat_default`: where there is a single device).
 
     Args:
       kind: ``"l2"`` (stats ``(y, 1)``) or ``"kl"`` (stats ``(s, w)``).
       stats: Pair of ``[R, n]`` arrays of per-element statistics.
       valid: ``[R, n]`` boolean, True on a prefix of each row (padding sorted last), or None.
       chunk: Length of the chunks solved by the sequential stack machine (a power of two).
+      flat: The flat layout (True) or the row-local one (False); None: `_flat_default`.
 
     Returns:
       ``(start, end, block)``: ``[R, n]`` int32 positions in the row of the first entry of the
@@ -520,10 +539,24 @@ def pav(kind, stats, valid, chunk=None):
             for a, p in zip(st, pad, strict=True)
         )
         live = jnp.concatenate([live, jnp.zeros((r, big_n - n), bool)], axis=-1)
-    solve = functools.partial(
-        _pav_row, kind, chunk=_CHUNK if chunk is None else chunk, lanes=_lanes_per_row(r)
-    )
-    start, end, block = jax.vmap(solve)(st, live)
+    chunk = _CHUNK if chunk is None else chunk
+    if _flat_default() if flat is None else flat:
+        total = r * big_n
+        start, end, block = _pav_row(
+            kind,
+            tuple(a.reshape(total) for a in st),
+            live.reshape(total),
+            chunk=chunk,
+            lanes=_LANES,
+            row_len=big_n,
+        )
+        first = (jnp.arange(r, dtype=jnp.int32) * big_n)[:, None]
+        start = start.reshape(r, big_n) - first
+        end = end.reshape(r, big_n) - first
+        block = tuple(a.reshape(r, big_n) for a in block)
+    else:
+        solve = functools.partial(_pav_row, kind, chunk=chunk, lanes=_lanes_per_row(r))
+        start, end, block = jax.vmap(solve)(st, live)
     start, end = start[:, :n], end[:, :n]
     block = tuple(a[:, :n] for a in block)
     if kind == "l2":
@@ -535,8 +568,20 @@ def _padded_len(n):
     return 1 << (math.ceil(math.log2(n)) if n > 1 else 0)
 
 
+def _flat_index(idx):
+    """``[R, n]`` positions in their rows as positions in the flattened ``[R * n]`` array."""
+    r, n = idx.shape
+    return (idx + (jnp.arange(r, dtype=idx.dtype) * n)[:, None]).reshape(r * n)
+
+
 def _row_take(values, idx):
-    """``values[r, idx[r, i]]`` per row: a gather with the batch as a batch dimension."""
+    """``values[r, idx[r, i]]`` per row (``idx`` within ``[0, n)``).
+
+    A gather with the batch as a batch dimension (a sharded batch stays on its devices), or
+    with one device (`_flat_default`) one gather from the flattened array, faster on CPU.
+    """
+    if _flat_default():
+        return jnp.take(values.reshape(-1), _flat_index(idx), mode="clip").reshape(values.shape)
     return jax.vmap(lambda v, i: jnp.take(v, i, mode="clip"))(values, idx)
 
 
@@ -544,8 +589,13 @@ def _segment_sum(values, start):
     """Sums ``values`` over blocks (``start``: position of the block's first entry) per row.
 
     One scatter-add and one gather per row, vmapped so that they carry the batch as a batch
-    dimension (a sharded batch stays on its devices).
+    dimension (a sharded batch stays on its devices); with one device (`_flat_default`), one
+    scatter-add and one gather on the flattened array.
     """
+    if _flat_default():
+        flat = _flat_index(start)
+        sums = jnp.zeros((values.size,), values.dtype).at[flat].add(values.reshape(-1))
+        return jnp.take(sums, flat, mode="clip").reshape(values.shape)
 
     def one(v, st):
         return jnp.take(jnp.zeros_like(v).at[st].add(v), st, mode="clip")
