@@ -29,7 +29,7 @@ the host:
   global offsets made it all-gather the batch.) The one collective left is the all-reduce of
   one boolean per iteration of the tie sweep (the ``while_loop`` of `_bridges`). With one
   device nothing can be sharded, and the same solver runs on the rows laid end to end (the
-  flat layout, `_flat_default`): XLA:CPU's one-index gathers are 1.3-1.5x faster than the
+  flat layout, `_flat_default`): XLA:CPU's one-index gathers make it 1.2-1.5x faster than the
   batched ones at many-row shapes. Both layouts give the same bits.
 * **Compile time independent of n.** The levels run in one ``fori_loop`` with the level traced
   (`_merge_levels`), and the searches are ``fori_loop``s, so the compiled program holds one
@@ -331,7 +331,7 @@ _LANE_SHIFT = 10
 
 
 def _merge_levels(kind, base_level, levels, start, end, block, suf, pre, live, lanes):
-    """Merge levels ``base_level .. levels - 1`` of one row in one loop.
+    """Merge levels ``base_level .. levels - 1`` of one row (or rows end to end) in one loop.
 
     Level ``L`` merges every adjacent pair of solved segments of length ``2**L`` (`_bridges`).
     The level is traced, so one compiled level body serves every level and every row length:

@@ -49,9 +49,10 @@ def _row_sums(a: jax.Array) -> jax.Array:
     """``a.sum(-1)`` as a matrix-vector product.
 
     On an ``n × n`` matrix XLA:CPU fused a plain row reduction into its ``n × n`` consumer and
-    recomputed it for every entry, O(n³): NeuralSort's ``soft_rank`` forward took 7.3 s at
-    n = 3,000, and its backward (the softmax's row sums, whose cotangent is an outer product)
-    jumped from 0.35 s at n = 4,000 to 58 s at n = 4,600. A dot is never fused that way.
+    recomputed it for every entry, O(n³): NeuralSort's ``soft_rank`` forward (its row sums of
+    distances) took 7.3 s at n = 3,000 instead of 25 ms, and its backward (the softmax's row
+    sums, whose cotangent is an outer product) jumped from 0.35 s at n = 4,000 to 58 s at
+    n = 4,600. A dot is never fused that way.
     """
     return jnp.einsum("...k,k->...", a, jnp.ones(a.shape[-1:], a.dtype))
 
@@ -305,10 +306,7 @@ def neuralsort_permutation(
         if mask is not None:
             dist = jnp.where(mask[..., None, :], dist, 0.0)
         n = x.shape[-1]
-        # A matrix-vector product rather than a sum: XLA:CPU fused the row sums into their
-        # n x n consumer below and recomputed each sum for every entry, O(n³) (the matrix of
-        # n = 3,000 took 5.7 s instead of 0.03 s; `benchmarks/run.py`, 2026-12-06).
-        a1 = jnp.einsum("...jk,k->...j", dist, jnp.ones((n,), dist.dtype))  # [..., j]
+        a1 = _row_sums(dist)  # [..., j]; a dot, not a sum (see `_row_sums`)
         r = jnp.broadcast_to(jnp.arange(1, n + 1, dtype=x.dtype), x.shape)
         coef = m + 1.0 - 2.0 * r  # [..., n] slot coefficients
         num = coef[..., :, None] * s[..., None, :] - a1[..., None, :]
