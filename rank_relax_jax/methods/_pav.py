@@ -170,41 +170,63 @@ def _chunk_pav(kind, elem, live, chunk):
     row's stack (when they violate the order or tie, `_pools`) or pushes the row's next entry.
     Entries where ``live`` is False (padding, a suffix of every row) stay singletons and never
     pool: the decision is made on ``live``, not on a sentinel value, so it holds in every dtype.
+    The top block lives in the loop's carry, not in the stack arrays, so a step reads one block
+    of the stack and writes at most one (blocks span ``[start, next start)``, so L2 keeps only
+    the sums: a block's count follows from the starts, exactly).
+
+    ``elem`` holds the stored statistics of the ``[G, chunk]`` entries (L2: the sums alone;
+    KL: both log-sums) and ``live`` their liveness.
 
     Returns:
       ``(start, end, block)``: per entry, the local start and end (exclusive) of its block and
-      the block's pooled statistics.
+      the block's pooled stored statistics.
     """
     g = elem[0].shape[0]
     rows = jnp.arange(g)
+    dtype = elem[0].dtype
+
+    def full(st, count):
+        return st if kind == "kl" else (st[0], count.astype(dtype))
 
     def body(_, carry):
-        stack, sstart, top, nxt = carry
-        below, at = jnp.maximum(top - 1, 0), jnp.maximum(top, 0)
-        a = tuple(s[rows, below] for s in stack)
-        b = tuple(s[rows, at] for s in stack)
-        # The top block is padding iff its first entry is: padding never pools.
-        top_live = live[rows, sstart[rows, at]]
-        pool = (top >= 1) & top_live & _pools(kind, a, b)
+        stack, sstart, depth, top, tstart, tlive, nxt = carry
+        # ``depth`` blocks lie below the top block [tstart, nxt).
+        below = jnp.maximum(depth - 1, 0)
+        a_start = sstart[rows, below]
+        a = full(tuple(st[rows, below] for st in stack), tstart - a_start)
+        t = full(top, nxt - tstart)
+        pool = (depth >= 1) & tlive & _pools(kind, a, t)
         push = ~pool & (nxt < chunk)
-        e = tuple(x[rows, jnp.minimum(nxt, chunk - 1)] for x in elem)
-        pooled = _combine(kind, a, b)
-        where_ = jnp.where(pool, below, jnp.where(push, top + 1, at))
-        stack = tuple(
-            s.at[rows, where_].set(jnp.where(pool, p, jnp.where(push, x, y)))
-            for s, p, x, y in zip(stack, pooled, e, b, strict=True)
+        pooled = _combine(kind, a, t)[: len(elem)]
+        # A push moves the top block onto the stack; other steps write to the spare slot
+        # ``chunk - 1`` (at most ``chunk - 1`` blocks lie below the top one).
+        slot = jnp.where(push, depth, chunk - 1)
+        stack = tuple(st.at[rows, slot].set(x) for st, x in zip(stack, top, strict=True))
+        sstart = sstart.at[rows, slot].set(tstart)
+        at = jnp.minimum(nxt, chunk - 1)
+        e = tuple(x[rows, at] for x in elem)
+        top = tuple(
+            jnp.where(pool, p, jnp.where(push, x, y))
+            for p, x, y in zip(pooled, e, top, strict=True)
         )
-        sstart = sstart.at[rows, where_].set(jnp.where(push, nxt, sstart[rows, where_]))
-        top = top - pool.astype(jnp.int32) + push.astype(jnp.int32)
-        return stack, sstart, top, nxt + push.astype(jnp.int32)
+        tstart = jnp.where(pool, a_start, jnp.where(push, nxt, tstart))
+        tlive = jnp.where(push, live[rows, at], tlive)
+        one = jnp.ones((), jnp.int32)
+        depth = depth - jnp.where(pool, one, 0) + jnp.where(push, one, 0)
+        return stack, sstart, depth, top, tstart, tlive, nxt + jnp.where(push, one, 0)
 
     init = (
         tuple(jnp.zeros_like(x) for x in elem),
         jnp.zeros((g, chunk), jnp.int32),
-        jnp.full((g,), -1, jnp.int32),
         jnp.zeros((g,), jnp.int32),
+        tuple(x[:, 0] for x in elem),  # the first step always pushes entry 0
+        jnp.zeros((g,), jnp.int32),
+        live[:, 0],
+        jnp.ones((g,), jnp.int32),
     )
-    stack, sstart, top, _ = jax.lax.fori_loop(0, 2 * chunk - 1, body, init)
+    stack, sstart, top, last, lstart, _, _ = jax.lax.fori_loop(0, 2 * chunk - 2, body, init)
+    stack = tuple(st.at[rows, top].set(x) for st, x in zip(stack, last, strict=True))
+    sstart = sstart.at[rows, top].set(lstart)
     slots = jnp.arange(chunk, dtype=jnp.int32)
     live = slots[None, :] <= top[:, None]
     marks = jnp.zeros((g, chunk + 1), jnp.int32)
@@ -224,7 +246,7 @@ def _stat(kind, arrays, idx, count):
     return _take(arrays, idx)
 
 
-def _bridges(kind, level, q, start, end, block, suf, pre, live):
+def _bridges(kind, level, q, start, end, block, suf, pre, live, val):
     """``(merge, p, qe, pooled)``: how the pairs ``q`` (``[lanes]`` int32) of ``level`` merge.
 
     Pair ``q`` is the solved segments A = ``[q·2h, q·2h + h)`` and B = ``[q·2h + h, (q+1)·2h)``
@@ -235,7 +257,15 @@ def _bridges(kind, level, q, start, end, block, suf, pre, live):
     only: a block's count is ``end - start`` and a suffix's or prefix's count follows from its
     position in the segment.
 
-    The bridge is found by two nested searches (`_last_true`) whose predicates compare a block
+    The pool's right end comes first, from B's block values alone: at a threshold ``t`` take
+    every block of A whose value is at most ``t`` and every block of B whose value is at least
+    ``t``; the pool's residual at ``t`` (L2: its sum minus ``t`` times its count; KL: the same
+    with ``exp``) decreases in ``t`` and vanishes at the bridge's value ``v``, so a block of B
+    pools (``t = `` its value ``>= v``) exactly when ``t`` is at least the value of that
+    threshold pool. A search over B's blocks evaluates this, with an inner search for A's
+    threshold entry that compares one block value per candidate (``val``, each entry's block
+    value, computed once per level). Then a search over A's block starts (the tangent from the
+    right end) gives the left end. Their predicates compare a block
     value with the value of a candidate pool. Those predicates are monotone because the block
     values of a solved segment decrease strictly, but the pools' values come from suffix and
     prefix sums, rounded differently from the blocks' own. Where two adjacent blocks differ by
@@ -274,29 +304,43 @@ def _bridges(kind, level, q, start, end, block, suf, pre, live):
             pooled = _combine(
                 kind, _stat(kind, suf, p, sb - p), tuple(b[..., None] for b in pooled_b)
             )
-            left = _value(kind, block_at(p - 1))
+            left = _take_i(val, p - 1)
             return (p <= sa) | (left > _value(kind, pooled)), ()
 
         off, _ = _last_true(pred, level, qe.shape, h)
         p = _take_i(start, sa[..., 0] + off)
         return p, _combine(kind, _stat(kind, suf, p, sb[..., 0] - p), pooled_b)
 
-    def bridge(off):
-        # Candidate right ends: block ends in B, searched from the right; the pool [p, qe)
-        # must stay above the block after it. The pool of each candidate is the payload, so
-        # the answer's pool needs no second inner search.
-        eb = end_b[:, None]
-        qe = _take_i(end, eb - 1 - off)
-        pooled_b = _stat(kind, pre, qe - 1, qe - start_b[:, None])
-        p, pooled = tangent(qe, pooled_b)
-        right = _value(kind, block_at(qe))
-        # A pool ending in padding is past the answer (true keeps the predicate monotone);
-        # padding to the right of a live pool counts as -inf, so the pool stops there.
-        wall = (qe >= eb) | ~_take_i(live, qe - 1) | ~_take_i(live, qe)
-        return wall | (right < _value(kind, pooled)), (p, pooled)
+    def a_split(t):
+        # First entry of A whose block value is at most ``t`` (a block start; sb if none).
+        sa = start_a.reshape((lanes,) + (1,) * t.ndim)
 
-    off, (p, pooled) = _last_true(bridge, level, (lanes,), h)
-    qe = _take_i(end, end_b - 1 - off)
+        def pred(off):
+            return (off == 0) | (_take_i(val, sa + off - 1) > t[..., None]), ()
+
+        off, _ = _last_true(pred, level, t.shape, h)
+        p = sa[..., 0] + off
+        return jnp.where(_take_i(val, p) > t, p + 1, p)
+
+    def pools_b(off):
+        # Whether B's block at offset ``off`` pools: its value t is at least the value of the
+        # pool of every block of A and B on the right side of t (A's blocks at most t, B's
+        # blocks up to this one). The pool's residual sum at t decreases in t, and its zero
+        # is the bridge's value, so this is true on a prefix of B's blocks, false after.
+        g = start_b[:, None] + off
+        t = _take_i(val, g)
+        qe = _take_i(end, g)
+        sb = start_b[:, None]
+        p = a_split(t)
+        # No block of A at most t (p == sb): the pool is B's blocks alone.
+        part_a = _where(p < sb, _stat(kind, suf, p, sb - p), _empty(kind, t.dtype))
+        pooled = _combine(kind, part_a, _stat(kind, pre, qe - 1, qe - sb))
+        # Padding (a suffix of B) never pools.
+        return _take_i(live, g) & (t >= _value(kind, pooled)), ()
+
+    off, _ = _last_true(pools_b, level, (lanes,), h)
+    qe = _take_i(end, start_b + off)
+    p, pooled = tangent(qe, _stat(kind, pre, qe - 1, qe - start_b))
 
     def sweep(carry):
         # Pools the new block [p, qe) with a neighbour it ties with (A's blocks left of p and
@@ -374,11 +418,13 @@ def _level_loop(kind, first, stop, state, live, lanes):
 
     def level_body(level, state):
         start, end, block, suf, pre = state
+        # Each entry's block value, read by the searches with one gather.
+        val = _value(kind, block if kind == "kl" else (block[0], (end - start).astype(dtype)))
         pairs = jnp.right_shift(total, level + 1).astype(jnp.int32)
 
         def lane_block(i, acc):
             q = jnp.minimum(i * lanes + jnp.arange(lanes, dtype=jnp.int32), pairs - 1)
-            merge, p, qe, pooled = _bridges(kind, level, q, start, end, block, suf, pre, live)
+            merge, p, qe, pooled = _bridges(kind, level, q, start, end, block, suf, pre, live, val)
             out = (merge, p, qe, *pooled[:stored])
             return tuple(
                 jax.lax.dynamic_update_slice(a, o, (i * lanes,))
@@ -425,6 +471,14 @@ def _take_i(a, idx):
     return jnp.take(a, idx, mode="clip")
 
 
+def _empty(kind, dtype):
+    """Statistics of an empty pool: the identity of `_combine`."""
+    if kind == "l2":
+        return (jnp.zeros((), dtype), jnp.zeros((), dtype))
+    low = jnp.asarray(jnp.finfo(dtype).min / 4, dtype)
+    return (low, low)
+
+
 def _where(cond, a, b):
     return tuple(jnp.where(cond, x, y) for x, y in zip(a, b, strict=True))
 
@@ -449,13 +503,12 @@ def _pav_row(kind, st, live, chunk, lanes, row_len=None):
     chunk = min(chunk, row_len)
     base_level = chunk.bit_length() - 1
     groups = big_n // chunk
-    elem = tuple(a.reshape(groups, chunk) for a in st)
+    # L2 keeps only the sums (counts follow from positions).
+    elem = tuple(a.reshape(groups, chunk) for a in (st[:1] if kind == "l2" else st))
     start, end, block = _chunk_pav(kind, elem, live.reshape(groups, chunk), chunk)
     offset = (jnp.arange(groups, dtype=jnp.int32) * chunk)[:, None]
     start = (start + offset).reshape(big_n)
     end = (end + offset).reshape(big_n)
-    if kind == "l2":
-        elem, block = elem[:1], block[:1]
     block = tuple(a.reshape(big_n) for a in block)
     if kind == "l2":
         pre = tuple(jax.lax.cumsum(a, axis=1).reshape(big_n) for a in elem)
