@@ -185,6 +185,8 @@ def _chunk_pav(kind, elem, live, chunk):
     rows = jnp.arange(g)
     dtype = elem[0].dtype
 
+    nlive = jnp.sum(live, axis=1, dtype=jnp.int32)  # live entries are a prefix of each row
+
     def full(st, count):
         return st if kind == "kl" else (st[0], count.astype(dtype))
 
@@ -210,7 +212,7 @@ def _chunk_pav(kind, elem, live, chunk):
             for p, x, y in zip(pooled, e, top, strict=True)
         )
         tstart = jnp.where(pool, a_start, jnp.where(push, nxt, tstart))
-        tlive = jnp.where(push, live[rows, at], tlive)
+        tlive = jnp.where(push, at < nlive, tlive)
         one = jnp.ones((), jnp.int32)
         depth = depth - jnp.where(pool, one, 0) + jnp.where(push, one, 0)
         return stack, sstart, depth, top, tstart, tlive, nxt + jnp.where(push, one, 0)
