@@ -613,11 +613,13 @@ def _tied_problems(rng, rows, n, kind):
 
 
 @pytest.mark.parametrize("regularization", ["l2", "kl"])
-def test_merges_of_tied_blocks_match_reference(regularization):
-    # 2000 lists of exact ties through the merges (width 64: two chunks), against the sequential
-    # PAV. Before the fix 14 of the 2000 KL lists came out wrong, by 9 to 50 (lengths 33 to 48).
+@pytest.mark.parametrize("width", [64, 96])
+def test_merges_of_tied_blocks_match_reference(regularization, width):
+    # 2000 lists of exact ties through the merges (width 64: two chunks; 96: three, so the last
+    # merge joins a segment of 64 with a short one of 32), against the sequential PAV. Before
+    # the fix 14 of the 2000 KL lists of width 64 came out wrong, by 9 to 50 (lengths 33 to 48).
     rng = np.random.default_rng(16)
-    (a, b), valid, m = _tied_problems(rng, 2000, 64, regularization)
+    (a, b), valid, m = _tied_problems(rng, 2000, width, regularization)
     _, _, (pa, pb) = _pav.pav(regularization, (jnp.asarray(a), jnp.asarray(b)), jnp.asarray(valid))
     got = np.asarray(pa / pb if regularization == "l2" else pa - pb)
     for i, mi in enumerate(m):

@@ -7,14 +7,15 @@ the host:
 * **PAV without an O(n) sequential loop.** The L2 solution is the slope sequence of the least
   concave majorant of the cumulative sums of ``s - w``; the KL solution is the same construction
   on the points ``(Σ exp(w), Σ exp(s))`` (a weighted L2 problem in disguise), carried out in log
-  space. Every row is padded to a power of two and cut into chunks of 32 entries; a stack
-  machine (PAV proper, ``2·32 - 1`` steps) solves all chunks of all rows at once. The chunks are
-  then merged pairwise, ``log2(n / 32)`` levels, about 256 pairs of a level at once
-  (`_lanes_per_row` pairs of every row): merging two solved segments pools one suffix of the
-  left one's blocks with one prefix of the right one's (the bridge of the two concave majorants,
-  Preparata-Hong style), found by a nested 4-ary search on block boundaries that reads
-  suffix/prefix statistics of the segments, kept up to date in O(n) per level (L2 stores sums
-  only: counts follow from positions). Padding (masked entries and the power-of-two tail) is
+  space. Every row is padded to a multiple of 32 entries (a power of two below) and cut into
+  chunks of 32; a stack machine (PAV proper, ``2·32 - 2`` steps) solves all chunks of all rows at
+  once. The chunks are then merged pairwise, ``ceil(log2(n / 32))`` levels (a row's last
+  segment may be short), about 256 pairs of a level at once (`_lanes_per_row` pairs of every
+  row): merging two solved segments pools one suffix of the left one's blocks with one prefix
+  of the right one's (the bridge of the two concave majorants, Preparata-Hong style), found by
+  nested 4-ary searches on block boundaries that read block values and suffix/prefix
+  statistics of the segments, kept up to date in O(n) per level (L2 stores sums only: counts
+  follow from positions). Padding (masked entries and the tail of the last chunk) is
   excluded from pooling by an explicit liveness mask in every comparison, never by a sentinel
   value, so it cannot pool with valid entries after rounding in any dtype. Adjacent blocks whose
   values agree up to rounding pool (one comparison, `_pools`, in the stack machine and in a
@@ -248,7 +249,7 @@ def _stat(kind, arrays, idx, count):
     return _take(arrays, idx)
 
 
-def _bridges(kind, level, q, start, end, block, suf, pre, live, val):
+def _bridges(kind, level, q, start, end, block, suf, pre, live, val, row_len):
     """``(merge, p, qe, pooled)``: how the pairs ``q`` (``[lanes]`` int32) of ``level`` merge.
 
     Pair ``q`` is the solved segments A = ``[q·2h, q·2h + h)`` and B = ``[q·2h + h, (q+1)·2h)``
@@ -286,14 +287,22 @@ def _bridges(kind, level, q, start, end, block, suf, pre, live, val):
     """
     h = jnp.left_shift(1, level).astype(jnp.int32)
     lanes = q.shape[0]
-    start_a = q * (2 * h)
-    start_b = start_a + h
-    end_b = start_a + 2 * h
+    # Pair q is pair k of its row; the row's last segment may be short (or, for A, alone).
+    row, k = jnp.divmod(q, _row_pairs(row_len, level))
+    row_start = row * row_len
+    row_end = row_start + row_len
+    start_a = row_start + k * (2 * h)
+    start_b = jnp.minimum(start_a + h, row_end)
+    end_b = jnp.minimum(start_a + 2 * h, row_end)
 
     def block_at(g):
         return _stat(kind, block, g, _take_i(end, g) - _take_i(start, g))
 
-    merge = _take_i(live, start_b) & _pools(kind, block_at(start_b - 1), block_at(start_b))
+    merge = (
+        (start_b < row_end)
+        & _take_i(live, start_b)
+        & _pools(kind, block_at(start_b - 1), block_at(start_b))
+    )
 
     def tangent(qe, pooled_b):
         # For each candidate right end ``qe`` of the pool, its left end: the last block start
@@ -340,7 +349,7 @@ def _bridges(kind, level, q, start, end, block, suf, pre, live, val):
         # Padding (a suffix of B) never pools.
         return _take_i(live, g) & (t >= _value(kind, pooled)), ()
 
-    off, _ = _last_true(pools_b, level, (lanes,), h)
+    off, _ = _last_true(pools_b, level, (lanes,), (end_b - start_b)[:, None])
     qe = _take_i(end, start_b + off)
     p, pooled = tangent(qe, _stat(kind, pre, qe - 1, qe - start_b))
 
@@ -376,10 +385,11 @@ _LANES = 256
 _LANE_SHIFT = 10
 
 
-def _merge_levels(kind, base_level, levels, start, end, block, suf, pre, live, lanes):
-    """Merge levels ``base_level .. levels - 1`` of one row (or rows end to end) in one loop.
+def _merge_levels(kind, base_level, levels, start, end, block, suf, pre, live, lanes, row_len):
+    """Merge levels ``base_level .. levels - 1`` of rows laid end to end, in one loop.
 
-    Level ``L`` merges every adjacent pair of solved segments of length ``2**L`` (`_bridges`).
+    Level ``L`` merges every adjacent pair of solved segments of length ``2**L`` of a row (the
+    row's last segment may be shorter, `_bridges`).
     The level is traced, so one compiled level body serves every level and every row length:
     one unrolled copy per level cost about 1.5 s of XLA compile time each. A level searches
     its ``N / 2**(L + 1)`` pairs ``lanes`` at a time (a loop over lane blocks), then updates
@@ -397,24 +407,30 @@ def _merge_levels(kind, base_level, levels, start, end, block, suf, pre, live, l
     2 s in all for KL); this rule matches it within a few percent with one loop body.
     """
     total = start.shape[0]
-    max_pairs = total >> (base_level + 1)
+    rows = total // row_len
+    max_pairs = rows * -(-row_len // (2 << base_level))
     wide = min(lanes, max_pairs)
-    if 4 * (total >> levels) < wide:
+    if 4 * rows < wide:  # the last level has one pair per row
         wide = max(min(wide, total >> _LANE_SHIFT), min(4, wide))
     state = (start, end, block, suf, pre)
-    return _level_loop(kind, base_level, levels, state, live, wide)
+    return _level_loop(kind, base_level, levels, state, live, wide, row_len)
 
 
-def _level_loop(kind, first, stop, state, live, lanes):
+def _level_loop(kind, first, stop, state, live, lanes, row_len):
     """Levels ``first .. stop - 1`` (static bounds) in one loop of ``lanes``-wide blocks."""
     if stop <= first:
         return state
     start = state[0]
     total = start.shape[0]
-    max_pairs = total >> (first + 1)
+    rows = total // row_len
+    max_pairs = rows * -(-row_len // (2 << first))
     # Room for whole lane blocks (``max_pairs`` need not be a multiple of ``lanes``).
     room = -(-max_pairs // lanes) * lanes
     g = jnp.arange(total, dtype=jnp.int32)
+    g_row, g_local = jnp.divmod(g, row_len)  # each entry's row and position in it
+    # Rows of a power of two: every segment is whole, and the positions in the flat array give
+    # the pairs directly (the same values, with fewer operations per entry and level).
+    whole = row_len & (row_len - 1) == 0
     stored = 1 if kind == "l2" else 2
     dtype = state[2][0].dtype
 
@@ -422,11 +438,14 @@ def _level_loop(kind, first, stop, state, live, lanes):
         start, end, block, suf, pre = state
         # Each entry's block value, read by the searches with one gather.
         val = _value(kind, block if kind == "kl" else (block[0], (end - start).astype(dtype)))
-        pairs = jnp.right_shift(total, level + 1).astype(jnp.int32)
+        row_pairs = _row_pairs(row_len, level)
+        pairs = rows * row_pairs
 
         def lane_block(i, acc):
             q = jnp.minimum(i * lanes + jnp.arange(lanes, dtype=jnp.int32), pairs - 1)
-            merge, p, qe, pooled = _bridges(kind, level, q, start, end, block, suf, pre, live, val)
+            merge, p, qe, pooled = _bridges(
+                kind, level, q, start, end, block, suf, pre, live, val, row_len
+            )
             out = (merge, p, qe, *pooled[:stored])
             return tuple(
                 jax.lax.dynamic_update_slice(a, o, (i * lanes,))
@@ -444,7 +463,10 @@ def _level_loop(kind, first, stop, state, live, lanes):
         else:
             nblocks = (pairs + lanes - 1) // lanes
             merge, p, qe, *pooled = jax.lax.fori_loop(0, nblocks, lane_block, acc)
-        pair = jnp.right_shift(g, level + 1)
+        if whole:
+            pair = jnp.right_shift(g, level + 1)
+        else:
+            pair = g_row * row_pairs + jnp.right_shift(g_local, level + 1)
         p_g, qe_g = jnp.take(p, pair), jnp.take(qe, pair)
         sel = jnp.take(merge, pair) & (g >= p_g) & (g < qe_g)
         start = jnp.where(sel, p_g, start)
@@ -454,12 +476,21 @@ def _level_loop(kind, first, stop, state, live, lanes):
         )
         # Suffix statistics of A now run to the end of B (B's total is its first suffix
         # entry); prefix statistics of B start at A's start (A's total is its last prefix).
-        left = (g & jnp.left_shift(1, level)) == 0
-        b0 = jnp.left_shift(jnp.right_shift(g, level) | 1, level)
+        # A left half with no right half (a row's short last segment) keeps its statistics.
+        if whole:
+            left = (g & jnp.left_shift(1, level)) == 0
+            b0 = jnp.left_shift(jnp.right_shift(g, level) | 1, level)
+        else:
+            left = (g_local & jnp.left_shift(1, level)) == 0
+            b0_local = jnp.left_shift(jnp.right_shift(g_local, level) | 1, level)
+            alone = b0_local >= row_len
+            b0 = g_row * row_len + b0_local
+        empty = _empty(kind, dtype)[0]
         # One combine per entry (each entry updates one of the two), not one per array.
         new_suf, new_pre = [], []
         for s_arr, p_arr in zip(suf, pre, strict=True):
-            other = jnp.where(left, jnp.take(s_arr, b0), jnp.take(p_arr, b0 - 1))
+            after = jnp.take(s_arr, b0) if whole else jnp.where(alone, empty, _take_i(s_arr, b0))
+            other = jnp.where(left, after, jnp.take(p_arr, b0 - 1))
             new = _combine1(kind, jnp.where(left, s_arr, p_arr), other)
             new_suf.append(jnp.where(left, new, s_arr))
             new_pre.append(jnp.where(left, p_arr, new))
@@ -467,6 +498,11 @@ def _level_loop(kind, first, stop, state, live, lanes):
         return start, end, block, suf, pre
 
     return jax.lax.fori_loop(first, stop, level_body, state)
+
+
+def _row_pairs(row_len, level):
+    """Pairs of segments of ``2**level`` entries in a row of ``row_len``: ``ceil(row_len / 2h)``."""
+    return jnp.right_shift(row_len - 1, level + 1).astype(jnp.int32) + 1
 
 
 def _take_i(a, idx):
@@ -495,13 +531,13 @@ def _pav_row(kind, st, live, chunk, lanes, row_len=None):
     Every index is a position in the row, so under `pav`'s ``vmap`` each gather and scatter
     carries the batch as a batch dimension and a batch sharded over devices stays on them.
 
-    With ``row_len`` (a power of two dividing ``N``), the ``[N]`` arrays are ``N / row_len``
-    rows laid end to end and solved at once: the merges stop at segments of ``row_len``, so no
+    With ``row_len`` (a multiple of the chunk dividing ``N``), the ``[N]`` arrays are
+    ``N / row_len`` rows laid end to end and solved at once: the merges stop at each row, so no
     block crosses a row, and every index is a position in the flat array (`pav`'s flat path).
     """
     big_n = live.shape[0]
     row_len = big_n if row_len is None else row_len
-    levels = row_len.bit_length() - 1
+    levels = max(row_len - 1, 0).bit_length()  # the top segment covers the row
     chunk = min(chunk, row_len)
     base_level = chunk.bit_length() - 1
     groups = big_n // chunk
@@ -521,7 +557,7 @@ def _pav_row(kind, st, live, chunk, lanes, row_len=None):
 
     if levels > base_level:
         start, end, block, suf, pre = _merge_levels(
-            kind, base_level, levels, start, end, block, suf, pre, live, lanes
+            kind, base_level, levels, start, end, block, suf, pre, live, lanes, row_len
         )
     return start, end, block
 
@@ -576,7 +612,8 @@ def pav(kind, stats, valid, chunk=None, flat=None):
       that block (``(sum, count)`` for L2, ``(logsumexp(s), logsumexp(w))`` for KL).
     """
     r, n = stats[0].shape
-    big_n = _padded_len(n)
+    chunk = _CHUNK if chunk is None else chunk
+    big_n = _padded_len(n, chunk)
     dtype = stats[0].dtype
     # Padding (masked entries and the power-of-two tail) is marked by ``live`` and excluded from
     # pooling by the solver's comparisons themselves. (A sentinel value below the data is not
@@ -594,7 +631,6 @@ def pav(kind, stats, valid, chunk=None, flat=None):
             for a, p in zip(st, pad, strict=True)
         )
         live = jnp.concatenate([live, jnp.zeros((r, big_n - n), bool)], axis=-1)
-    chunk = _CHUNK if chunk is None else chunk
     if _flat_default() if flat is None else flat:
         total = r * big_n
         start, end, block = _pav_row(
@@ -619,8 +655,15 @@ def pav(kind, stats, valid, chunk=None, flat=None):
     return start, end, block
 
 
-def _padded_len(n):
-    return 1 << (math.ceil(math.log2(n)) if n > 1 else 0)
+def _padded_len(n, chunk):
+    """Row length of the solver: ``n`` rounded up to a power of two, or a multiple of ``chunk``.
+
+    Up to ``chunk``, a power of two (one chunk); beyond, a multiple of ``chunk``: a row's last
+    merge segment may then be short (`_bridges`).
+    """
+    if n <= chunk:
+        return 1 << (math.ceil(math.log2(n)) if n > 1 else 0)
+    return -(-n // chunk) * chunk
 
 
 def _flat_index(idx):
