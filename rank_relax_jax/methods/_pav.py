@@ -167,7 +167,8 @@ def _last_true(pred, nbits, prefix_shape, limit):
 def _chunk_pav(kind, elem, live, chunk):
     """Sequential PAV on ``[G, chunk]`` rows, vectorized over the ``G`` rows.
 
-    A stack machine: each of the ``2 * chunk - 1`` steps either pools the two top blocks of a
+    A stack machine: each of ``2 * chunk - 1`` steps (the first, always a push, before the
+    loop) either pools the two top blocks of a
     row's stack (when they violate the order or tie, `_pools`) or pushes the row's next entry.
     Entries where ``live`` is False (padding, a suffix of every row) stay singletons and never
     pool: the decision is made on ``live``, not on a sentinel value, so it holds in every dtype.
