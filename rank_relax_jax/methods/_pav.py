@@ -139,6 +139,7 @@ def _last_true(pred, nbits, prefix_shape, limit):
     of arrays of that shape. A ``2**_BITS``-ary digit search in a ``fori_loop`` whose bounds
     may be traced (one compiled body whatever ``nbits``); at least one step, so the payload is
     always the one computed at the returned offset (offset 0 is a candidate of the first step).
+    ``limit`` is an int or an int array that broadcasts against ``prefix_shape + (K,)``.
 
     Returns:
       ``(offset, payload)``, both of shape ``prefix_shape``.
