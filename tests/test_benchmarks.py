@@ -47,3 +47,24 @@ def test_mem_cap_skips_quadratic_cells_with_a_reason():
     assert run.skip_reason(cell, (1, 100), mem_cap=2**30, work_cap=1e30) is None
     lin = run.Cell("rank", "rank_relax_jax", "isotonic[l2]", False, lambda x: x)
     assert run.skip_reason(lin, (1, 1_000_000), mem_cap=1, work_cap=1) is None
+
+
+def test_ab_solver_compares_two_solvers_and_writes_json(tmp_path):
+    from benchmarks import ab_solver
+
+    out = tmp_path / "ab.json"
+    solver = ab_solver.ROOT / ab_solver.SOLVER
+    ab_solver.main(
+        ["--old", str(solver), "--shapes", "2x40", "--rounds", "1", "--min-time", "0",
+         "--out", str(out)]
+    )  # fmt: skip
+    data = json.loads(out.read_text())
+    assert data["meta"]["old"] == str(solver) and data["meta"]["rounds"] == 1
+    rows = data["rows"]
+    cells = [(r["batch"], r["n"], r["regularization"]) for r in rows]
+    assert cells == [(2, 40, "l2"), (2, 40, "kl")]
+    assert all(r["old_s"] > 0 and r["new_s"] > 0 and r["ratio"] > 0 for r in rows)
+    # The library's own solver is in use again afterwards.
+    from rank_relax_jax.methods import _pav, isotonic
+
+    assert isotonic.proj_l2 is _pav.proj_l2 and isotonic.rowwise is _pav.rowwise
