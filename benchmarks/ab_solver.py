@@ -46,14 +46,18 @@ SHAPES = "1x1000,1x10000,1x100000,128x1000,16x10000,1024x100"
 def _load(source: str, name: str):
     """The ``_pav`` module from a file, or from ``git show <source>:<SOLVER>``."""
     path = pathlib.Path(source)
-    if not path.is_file():
-        text = subprocess.run(
-            ["git", "show", f"{source}:{SOLVER}"], cwd=ROOT, check=True, capture_output=True
-        ).stdout
-        handle = tempfile.NamedTemporaryFile(suffix="_pav.py", delete=False)
-        handle.write(text)
-        handle.close()
-        path = pathlib.Path(handle.name)
+    if path.is_file():
+        return _exec(path, name)
+    text = subprocess.run(
+        ["git", "show", f"{source}:{SOLVER}"], cwd=ROOT, check=True, capture_output=True
+    ).stdout
+    with tempfile.TemporaryDirectory() as tmp:
+        path = pathlib.Path(tmp) / "_pav.py"
+        path.write_bytes(text)
+        return _exec(path, name)
+
+
+def _exec(path: pathlib.Path, name: str):
     spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)

@@ -169,8 +169,8 @@ def _chunk_pav(kind, elem, live, chunk):
     """Sequential PAV on ``[G, chunk]`` rows, vectorized over the ``G`` rows.
 
     A stack machine: each of ``2 * chunk - 1`` steps (the first, always a push, before the
-    loop) either pools the two top blocks of a
-    row's stack (when they violate the order or tie, `_pools`) or pushes the row's next entry.
+    loop) either pools the two top blocks of a row's stack (when they violate the order or tie,
+    `_pools`) or pushes the row's next entry.
     Entries where ``live`` is False (padding, a suffix of every row) stay singletons and never
     pool: the decision is made on ``live``, not on a sentinel value, so it holds in every dtype.
     The top block lives in the loop's carry, not in the stack arrays, so a step reads one block
@@ -254,8 +254,11 @@ def _stat(kind, arrays, idx, count):
 def _bridges(kind, level, q, start, end, block, suf, pre, live, val, row_len):
     """``(merge, p, qe, pooled)``: how the pairs ``q`` (``[lanes]`` int32) of ``level`` merge.
 
-    Pair ``q`` is the solved segments A = ``[q·2h, q·2h + h)`` and B = ``[q·2h + h, (q+1)·2h)``
-    of the flat arrays, ``h = 2**level`` (``level`` may be traced). They merge by pooling one
+    The arrays hold rows of ``row_len`` laid end to end (one row under `pav`'s ``vmap``). Pair
+    ``q`` is pair ``k`` of row ``r`` (``q = r · ceil(row_len / 2h) + k``, ``h = 2**level``,
+    ``level`` may be traced): the solved segments A = ``[k·2h, k·2h + h)`` and
+    B = ``[k·2h + h, (k+1)·2h)`` of that row, each cut at the row's end (B may be short or
+    empty; then there is nothing to merge). They merge by pooling one
     suffix of A's blocks with one prefix of B's blocks, the bridge of their concave majorants;
     nothing changes (``merge`` False) when the last block of A already lies above the first
     block of B. The pool is ``[p, qe)`` with statistics ``pooled``. For L2 the arrays hold sums
@@ -394,9 +397,9 @@ def _merge_levels(kind, base_level, levels, start, end, block, suf, pre, live, l
     row's last segment may be shorter, `_bridges`).
     The level is traced, so one compiled level body serves every level and every row length:
     one unrolled copy per level cost about 1.5 s of XLA compile time each. A level searches
-    its ``N / 2**(L + 1)`` pairs ``lanes`` at a time (a loop over lane blocks), then updates
-    the entries, the suffix (left halves) and prefix (right halves) statistics by gathering
-    each entry's pair results.
+    its ``ceil(row_len / 2**(L + 1))`` pairs per row ``lanes`` at a time (a loop over lane
+    blocks), then updates the entries, the suffix (left halves) and prefix (right halves)
+    statistics by gathering each entry's pair results.
 
     The lane count is one trade: a block wider than a level's pairs searches clipped copies of
     its last pair (wasted work at the top levels, where few pairs are left and the searches are
@@ -429,10 +432,11 @@ def _level_loop(kind, first, stop, state, live, lanes, row_len):
     # Room for whole lane blocks (``max_pairs`` need not be a multiple of ``lanes``).
     room = -(-max_pairs // lanes) * lanes
     g = jnp.arange(total, dtype=jnp.int32)
-    g_row, g_local = jnp.divmod(g, row_len)  # each entry's row and position in it
     # Rows of a power of two: every segment is whole, and the positions in the flat array give
     # the pairs directly (the same values, with fewer operations per entry and level).
     whole = row_len & (row_len - 1) == 0
+    if not whole:
+        g_row, g_local = jnp.divmod(g, row_len)  # each entry's row and position in it
     stored = 1 if kind == "l2" else 2
     dtype = state[2][0].dtype
 
@@ -487,7 +491,7 @@ def _level_loop(kind, first, stop, state, live, lanes, row_len):
             b0_local = jnp.left_shift(jnp.right_shift(g_local, level) | 1, level)
             alone = b0_local >= row_len
             b0 = g_row * row_len + b0_local
-        empty = _empty(kind, dtype)[0]
+            empty = _empty(kind, dtype)[0]
         # One combine per entry (each entry updates one of the two), not one per array.
         new_suf, new_pre = [], []
         for s_arr, p_arr in zip(suf, pre, strict=True):
@@ -528,7 +532,7 @@ def _combine1(kind, a, b):
 
 
 def _pav_row(kind, st, live, chunk, lanes, row_len=None):
-    """`pav` of one row: ``st`` (statistics) and ``live`` are ``[N]``, ``N`` a power of two.
+    """`pav` of one row: ``st`` (statistics) and ``live`` are ``[N]`` (`_padded_len`).
 
     Every index is a position in the row, so under `pav`'s ``vmap`` each gather and scatter
     carries the batch as a batch dimension and a batch sharded over devices stays on them.
