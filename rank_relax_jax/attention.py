@@ -42,6 +42,7 @@ import numpy as np
 from jax.typing import ArrayLike
 
 from rank_relax_jax import _axis, _checks, _numerics
+from rank_relax_jax._sharding import auto_sharding
 
 __all__ = [
     "DocumentMask",
@@ -119,6 +120,7 @@ def _lift(fn: str, name: str, x: jax.Array, shape: tuple[int, ...]) -> jax.Array
 # Document values to key tokens, and the additive bias.
 
 
+@auto_sharding
 def doc_mask_to_tokens(
     doc_values: ArrayLike, segment_ids: ArrayLike, *, fill: float = 1.0
 ) -> jax.Array:
@@ -174,6 +176,7 @@ def _safe_log(m: jax.Array) -> jax.Array:
     return jnp.where(pos, jnp.log(jnp.where(pos, m, jnp.ones((), m.dtype))), _log_floor(m.dtype))
 
 
+@auto_sharding
 def attention_bias(
     doc_mask: ArrayLike | None = None,
     segment_ids: ArrayLike | None = None,
@@ -253,6 +256,7 @@ def attention_bias(
     return bias[..., None, None, :]
 
 
+@auto_sharding
 def combine_bias_and_mask(
     bias: ArrayLike | None = None, *masks: ArrayLike | None, dtype: Any = None
 ) -> jax.Array:
@@ -426,6 +430,7 @@ def _weighted_values(weights: jax.Array, value: jax.Array, precision) -> jax.Arr
     return out.reshape(*batch, q_len, n_heads, dv)
 
 
+@auto_sharding
 def dma_attention_weights(
     query: ArrayLike,
     key: ArrayLike,
@@ -481,6 +486,7 @@ def dma_attention_weights(
     return w.astype(query.dtype)
 
 
+@auto_sharding
 def dma_attention(
     query: ArrayLike,
     key: ArrayLike,

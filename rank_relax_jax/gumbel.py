@@ -35,6 +35,7 @@ import jax.numpy as jnp
 from jax.typing import ArrayLike
 
 from rank_relax_jax import _axis, _checks, _numerics
+from rank_relax_jax._sharding import auto_sharding
 from rank_relax_jax.topk import perturbed_topk_mask
 
 __all__ = [
@@ -127,6 +128,7 @@ def _prepare(fn: str, key: Any, x: Any, axis: int, where: Any, name: str):
 # --------------------------------------------------------------------------------------------
 
 
+@auto_sharding
 def gumbel_softmax(
     key: ArrayLike,
     logits: ArrayLike,
@@ -220,6 +222,7 @@ def _max_of_draws(key, frame, temperature, scale, num_samples):
     return log_m, jnp.max(hot, axis=0), valid
 
 
+@auto_sharding
 def relaxed_topk_gumbel(
     key: ArrayLike,
     scores: ArrayLike,
@@ -288,6 +291,7 @@ def relaxed_topk_gumbel(
     return frame.finish_elementwise(soft)
 
 
+@auto_sharding
 def relaxed_topk_gumbel_log(
     key: ArrayLike,
     scores: ArrayLike,
@@ -386,6 +390,7 @@ def _subset(key, frame, temperature, scale, k):
     return soft, hard
 
 
+@auto_sharding
 def relaxed_subset_sample(
     key: ArrayLike,
     scores: ArrayLike,
@@ -475,6 +480,7 @@ class GumbelTopK(NamedTuple):
     mask: jax.Array
 
 
+@auto_sharding
 def gumbel_topk(
     key: ArrayLike,
     scores: ArrayLike,
@@ -542,6 +548,7 @@ def gumbel_topk(
 # --------------------------------------------------------------------------------------------
 
 
+@auto_sharding
 def gumbel_attention_mask(
     key: ArrayLike,
     reranker_scores: ArrayLike,

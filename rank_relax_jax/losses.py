@@ -32,6 +32,7 @@ import jax.numpy as jnp
 from jax.typing import ArrayLike
 
 from rank_relax_jax import _axis, _checks, _lists, _numerics, _sort
+from rank_relax_jax._sharding import auto_sharding
 from rank_relax_jax.ranking import RANK_METHODS, rank, soft_rank
 
 REDUCTIONS = ("mean", "sum", "none")
@@ -53,6 +54,7 @@ def _start(fn: str, scores: Any, labels: Any, axis: int, where: Any, reduce: str
     return frame, jax.lax.stop_gradient(y)
 
 
+@auto_sharding
 def spearman_loss(
     scores: ArrayLike,
     labels: ArrayLike,
@@ -121,6 +123,7 @@ def spearman_loss(
     return _reduce(frame, per_list, reduce)
 
 
+@auto_sharding
 def ndcg_loss(
     scores: ArrayLike,
     labels: ArrayLike,
@@ -219,6 +222,7 @@ def ndcg_loss(
     return _reduce(frame, per_list, reduce)
 
 
+@auto_sharding
 def listmle_loss(
     scores: ArrayLike,
     labels: ArrayLike,
@@ -283,6 +287,7 @@ def listmle_loss(
     return _reduce(frame, jnp.sum(per_item, axis=-1), reduce)
 
 
+@auto_sharding
 def listnet_loss(
     scores: ArrayLike,
     labels: ArrayLike,
@@ -329,6 +334,7 @@ def listnet_loss(
     return _reduce(frame, -jnp.sum(per_item, axis=-1), reduce)
 
 
+@auto_sharding
 def pairwise_logistic_loss(
     scores: ArrayLike,
     labels: ArrayLike,

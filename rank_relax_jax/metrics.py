@@ -37,6 +37,7 @@ import jax.numpy as jnp
 from jax.typing import ArrayLike
 
 from rank_relax_jax import _checks, _lists, _numerics, _sort
+from rank_relax_jax._sharding import auto_sharding
 from rank_relax_jax.ranking import rank
 
 GAINS = _lists.GAINS
@@ -61,6 +62,7 @@ def _spread(cum: jax.Array, first: jax.Array, last: jax.Array) -> jax.Array:
     return (cum[hi] - cum[lo]) / width
 
 
+@auto_sharding
 def ndcg(
     scores: ArrayLike,
     labels: ArrayLike,
@@ -141,6 +143,7 @@ def _hits_at_k(fn: str, scores: Any, labels: Any, k: Any, axis: int, where: Any)
     return frame, k, hits, relevant, nan
 
 
+@auto_sharding
 def recall_at_k(
     scores: ArrayLike,
     labels: ArrayLike,
@@ -176,6 +179,7 @@ def recall_at_k(
     return frame.finish_reduced(jnp.where(nan, jnp.nan, out))
 
 
+@auto_sharding
 def precision_at_k(
     scores: ArrayLike,
     labels: ArrayLike,
@@ -213,6 +217,7 @@ def precision_at_k(
     return frame.finish_reduced(jnp.where(nan, jnp.nan, out))
 
 
+@auto_sharding
 def mrr(
     scores: ArrayLike,
     labels: ArrayLike,
@@ -277,6 +282,7 @@ def mrr(
     return frame.finish_reduced(out)
 
 
+@auto_sharding
 def average_precision(
     scores: ArrayLike,
     labels: ArrayLike,
@@ -328,6 +334,7 @@ def average_precision(
     return frame.finish_reduced(out)
 
 
+@auto_sharding
 def spearman(
     scores: ArrayLike,
     labels: ArrayLike,
@@ -366,6 +373,7 @@ def spearman(
     return frame.finish_reduced(jnp.clip(_numerics.safe_div(cov, jnp.sqrt(va * vb)), -1, 1))
 
 
+@auto_sharding
 def kendall_tau(
     scores: ArrayLike,
     labels: ArrayLike,

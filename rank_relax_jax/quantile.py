@@ -17,6 +17,7 @@ import numpy as np
 from jax.typing import ArrayLike
 
 from rank_relax_jax import _checks, methods
+from rank_relax_jax._sharding import auto_sharding
 
 
 def _check_q(fn: str, q: Any, dtype: Any) -> jax.Array:
@@ -40,6 +41,7 @@ def _check_q(fn: str, q: Any, dtype: Any) -> jax.Array:
     return q
 
 
+@auto_sharding
 def soft_quantile(
     x: ArrayLike,
     q: ArrayLike,
@@ -127,6 +129,7 @@ def soft_quantile(
     return frame.finish_reduced(out)
 
 
+@auto_sharding
 def soft_median(
     x: ArrayLike,
     *,

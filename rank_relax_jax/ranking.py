@@ -14,6 +14,7 @@ import jax.numpy as jnp
 from jax.typing import ArrayLike
 
 from rank_relax_jax import _axis, _checks, _sort, _standardize, methods
+from rank_relax_jax._sharding import auto_sharding
 
 # Method lists, read from the kernel registry (rank_relax_jax/methods/__init__.py).
 RANK_METHODS = methods.methods("rank")
@@ -25,6 +26,7 @@ TIES = ("average", "min", "max", "dense", "ordinal")
 _ISOTONIC_DEFAULTS = {"regularization": "l2"}
 
 
+@auto_sharding
 def soft_rank(
     x: ArrayLike,
     *,
@@ -116,6 +118,7 @@ def soft_rank(
     return frame.finish_elementwise(out)
 
 
+@auto_sharding
 def soft_sort(
     x: ArrayLike,
     *,
@@ -179,6 +182,7 @@ def soft_sort(
     return frame.finish_sorted(undo(out))
 
 
+@auto_sharding
 def soft_permutation(
     x: ArrayLike,
     *,
@@ -238,6 +242,7 @@ def soft_permutation(
     return frame.finish_matrix(out)
 
 
+@auto_sharding
 def rank(
     x: ArrayLike,
     *,

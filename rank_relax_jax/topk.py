@@ -18,6 +18,7 @@ import jax.numpy as jnp
 from jax.typing import ArrayLike
 
 from rank_relax_jax import _axis, _checks, _numerics, _sort, _standardize, methods
+from rank_relax_jax._sharding import auto_sharding
 
 TOPK_METHODS = methods.methods("topk")
 NOISES = ("gumbel", "normal")
@@ -33,6 +34,7 @@ def _hard_topk(x: jax.Array, mask: jax.Array | None, k: int) -> jax.Array:
     return _numerics.khot(perm[..., :k], x.shape[-1], x.dtype)
 
 
+@auto_sharding
 def topk_mask(x: ArrayLike, k: int, *, axis: int = -1, where: ArrayLike | None = None) -> jax.Array:
     """Exact k-hot mask of the ``k`` largest entries of ``x`` along ``axis``.
 
@@ -68,6 +70,7 @@ def topk_mask(x: ArrayLike, k: int, *, axis: int = -1, where: ArrayLike | None =
     return frame.finish_elementwise(out)
 
 
+@auto_sharding
 def soft_topk_mask(
     x: ArrayLike,
     k: int,
@@ -209,6 +212,7 @@ def _perturbed_mean_jvp(k, noise, primals, tangents):
     return out, jnp.mean(y * weight[..., None], axis=0) / sigma
 
 
+@auto_sharding
 def perturbed_topk_mask(
     key: ArrayLike,
     x: ArrayLike,

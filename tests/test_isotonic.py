@@ -652,7 +652,7 @@ def test_flat_and_row_local_solvers_agree_exactly(n, regularization):
         [np.bincount(st, weights=v, minlength=n)[st] for st, v in zip(start, vals, strict=True)]
     )
     for one_device in (True, False):
-        with mock.patch.object(_pav, "_flat_default", lambda one=one_device: one):
+        with mock.patch.object(_pav, "_flat_default", lambda _, one=one_device: one):
             np.testing.assert_array_equal(_pav._row_take(jnp.asarray(vals), flat[0]), took)
             np.testing.assert_allclose(
                 _pav._segment_sum(jnp.asarray(vals), flat[0]), sums, rtol=1e-12, atol=1e-12

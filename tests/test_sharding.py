@@ -240,3 +240,70 @@ def test_isotonic_ops_do_not_gather_a_sharded_batch():
         assert moves == "0", (name, moves)
         assert reduced in ("-", "pred[]"), (name, reduced)
         assert spec in ("P('data',)", "PartitionSpec('data',)"), (name, spec)
+
+
+MODES_CODE = r"""
+import json, sys
+import numpy as np, jax, jax.numpy as jnp
+from jax.sharding import AxisType, NamedSharding, PartitionSpec as P
+sys.path.insert(0, "tests")
+import _contract as C
+from examples.sharded_step import collectives
+D, B, N = 4, 8, 6
+mesh = jax.make_mesh((D,), ("data",), axis_types=(AxisType.Explicit,), devices=jax.devices()[:D])
+sh = NamedSharding(mesh, P("data"))
+w = np.ones((B, N), bool)
+w[1, 4:] = False
+w[6, :] = False  # a fully masked list
+for op in C.OPS:
+    lists = [np.asarray(a, np.float32) for a in op.family.data((B, N), 0)]
+    kw = {"key": jax.random.key(0)} if op.family.key else {}
+    def f(w, x, *rest, op=op, kw=kw):
+        call = lambda x: op.fn(x, *rest, where=w, **kw)
+        out = call(x)
+        return out, (jax.grad(lambda x: jnp.sum(jnp.cos(call(x))))(x) if op.smooth else out)
+    one = jax.jit(f)
+    # shard_map: each device runs the op on its own rows (a sampler draws its noise per shard).
+    rows = [slice(i * B // D, (i + 1) * B // D) for i in range(D)]
+    parts = [one(jnp.asarray(w[r]), *(jnp.asarray(a[r]) for a in lists)) for r in rows]
+    ref = [np.concatenate([np.asarray(p[j]) for p in parts]) for j in (0, 1)]
+    args = [jax.device_put(jnp.asarray(a), sh) for a in [w, *lists]]
+    smap = jax.jit(jax.shard_map(f, mesh=mesh, in_specs=P("data"), out_specs=P("data")))
+    out = smap(*args)
+    res = {"smap": max(float(np.max(np.abs(np.asarray(o) - r))) for o, r in zip(out, ref))}
+    if not op.variant:  # explicit axes: one code path (auto_axes) for every option
+        whole = one(*map(jnp.asarray, [w, *lists]))
+        with jax.set_mesh(mesh):
+            out = jax.jit(f)(*args)
+        res["explicit"] = max(
+            float(np.max(np.abs(np.asarray(o) - np.asarray(r)))) for o, r in zip(out, whole)
+        )
+        res["spec"] = [str(jax.typeof(o).sharding.spec[0]) for o in out]
+    if op.name in ("soft_rank-isotonic", "soft_rank-isotonic-kl"):
+        res["smap_collectives"] = sorted(collectives(smap.lower(*args).compile().as_text()))
+    print(json.dumps([op.name, res]), flush=True)
+"""
+
+
+def test_every_op_runs_inside_shard_map_and_on_explicit_axes():
+    # Two sharded programs that need the library's help (rank_relax_jax/_sharding.py), for every
+    # op of the contract harness (variants included under shard_map), values and gradients on
+    # lists with padding and one fully masked list, 4 devices:
+    # * inside jax.shard_map (checked types): the loops' carries vary like the data. Results
+    #   equal the op on each device's rows, and the isotonic solver's tie sweep needs no
+    #   collective there (its loop test is per device);
+    # * on a mesh with explicit axes (jax.make_mesh's default from JAX 0.9): the ops run in Auto
+    #   mode inside (sorts, gathers and vmaps over a sharded batch are not typed otherwise), equal
+    #   the single-device results and keep the batch sharded.
+    lines = [json.loads(line) for line in _run(["-c", MODES_CODE]).split("\n") if line]
+    from _contract import OPS
+
+    assert [name for name, _ in lines] == [op.name for op in OPS]
+    assert sum("smap_collectives" in r for _, r in lines) == 2
+    for name, r in lines:
+        assert r["smap"] <= 1e-5, (name, r)
+        if "explicit" in r:
+            assert r["explicit"] <= 1e-5, (name, r)
+            assert set(r["spec"]) == {"data"}, (name, r)
+        if "smap_collectives" in r:
+            assert r["smap_collectives"] == [], (name, r)

@@ -29,9 +29,10 @@ the host:
   keeps a batch sharded over devices where it is. (Flattening the batch into one array with
   global offsets made it all-gather the batch.) The one collective left is the all-reduce of
   one boolean per iteration of the tie sweep (the ``while_loop`` of `_bridges`). With one
-  device nothing can be sharded, and the same solver runs on the rows laid end to end (the
-  flat layout, `_flat_default`): XLA:CPU's one-index gathers make it 1.2-1.5x faster than the
-  batched ones at many-row shapes. Both layouts give the same bits.
+  device, or inside a ``jax.shard_map`` over the whole mesh, nothing can be sharded, and the
+  same solver runs on the rows laid end to end (the flat layout, `_flat_default`): XLA:CPU's
+  one-index gathers make it 1.2-1.5x faster than the batched ones at many-row shapes, and the
+  tie sweep's loop test is then local to each device. Both layouts give the same bits.
 * **Compile time independent of n.** The levels run in one ``fori_loop`` with the level traced
   (`_merge_levels`), and the searches are ``fori_loop``s, so the compiled program holds one
   copy of each loop body whatever ``n``: about 1-1.5 s of XLA:CPU compile time per op and shape,
@@ -49,6 +50,8 @@ import math
 
 import jax
 import jax.numpy as jnp
+
+from rank_relax_jax._sharding import vary_like
 
 # Digits per step of the bridge searches: a 2**_BITS-ary search needs ceil(L / _BITS) steps on a
 # segment of length 2**L, each evaluating 2**_BITS candidates per side in parallel.
@@ -79,7 +82,7 @@ def _cum_logsumexp(a, reverse):
         return carry, carry
 
     cols = jnp.swapaxes(a, 0, 1)
-    init = jnp.full(cols.shape[1:], jnp.finfo(a.dtype).min / 4, a.dtype)
+    init = vary_like(jnp.full(cols.shape[1:], jnp.finfo(a.dtype).min / 4, a.dtype), a)
     _, out = jax.lax.scan(step, init, cols, reverse=reverse)
     return jnp.swapaxes(out, 0, 1)
 
@@ -146,10 +149,11 @@ def _last_true(pred, nbits, prefix_shape, limit):
     """
     steps = jnp.maximum((nbits + _BITS - 1) // _BITS, 1)
     lanes = jnp.arange(1 << _BITS, dtype=jnp.int32)
-    probe = jnp.zeros(prefix_shape + lanes.shape, jnp.int32)
-    payload = jax.tree.map(
-        lambda s: jnp.zeros(s.shape[:-1], s.dtype), jax.eval_shape(pred, probe)[1]
-    )
+    # One traced call gives the payload's types; its values are unused (XLA drops them), and
+    # inside shard_map the carry must vary like them (`vary_like`).
+    ok0, pay0 = pred(jnp.zeros(prefix_shape + lanes.shape, jnp.int32))
+    payload = jax.tree.map(lambda s: jnp.zeros(s.shape[:-1], s.dtype), pay0)
+    init = vary_like((jnp.zeros(prefix_shape, jnp.int32), payload), ok0, pay0)
 
     def body(step, carry):
         off, _ = carry
@@ -162,7 +166,7 @@ def _last_true(pred, nbits, prefix_shape, limit):
         pay = jax.tree.map(lambda a: jnp.take_along_axis(a, last[..., None], axis=-1)[..., 0], pay)
         return off + last * weight, pay
 
-    return jax.lax.fori_loop(0, steps, body, (jnp.zeros(prefix_shape, jnp.int32), payload))
+    return jax.lax.fori_loop(0, steps, body, init)
 
 
 def _chunk_pav(kind, elem, live, chunk):
@@ -229,6 +233,7 @@ def _chunk_pav(kind, elem, live, chunk):
         live[:, 0],
         jnp.ones((g,), jnp.int32),
     )
+    init = vary_like(init, elem, live)
     stack, sstart, top, last, lstart, _, _ = jax.lax.fori_loop(0, 2 * chunk - 2, body, init)
     stack = tuple(st.at[rows, top].set(x) for st, x in zip(stack, last, strict=True))
     sstart = sstart.at[rows, top].set(lstart)
@@ -464,6 +469,7 @@ def _level_loop(kind, first, stop, state, live, lanes, row_len):
             jnp.zeros((room,), jnp.int32),
             *(jnp.zeros((room,), dtype) for _ in range(stored)),
         )
+        acc = vary_like(acc, start, block, live)
         if room == lanes:  # one lane block: no loop
             merge, p, qe, *pooled = lane_block(0, acc)
         else:
@@ -578,16 +584,22 @@ def _lanes_per_row(rows):
     return 1 << (per_row.bit_length() - 1)
 
 
-def _flat_default() -> bool:
+def _flat_default(x) -> bool:
     """Whether the solver runs on the batch flattened into one array (`pav`'s ``flat``).
 
-    Only where there is one device: nothing can then be sharded, and XLA:CPU runs the flat
-    array's one-index gathers and scatters faster than the row-local ones, whose batch dimension
-    each gather carries as a second index (1.2-1.5x on many-row batches,
-    `benchmarks/bench_isotonic.py`). With several devices a batch may be sharded, and the
-    global offsets of the flat array would make XLA's SPMD partitioner all-gather it.
+    Only where nothing can be sharded: there is one device, or ``x`` is inside a
+    ``jax.shard_map`` over every axis of its mesh (each device runs its own rows). XLA:CPU runs
+    the flat array's one-index gathers and scatters faster than the row-local ones, whose batch
+    dimension each gather carries as a second index (1.2-1.5x on many-row batches,
+    `benchmarks/bench_isotonic.py`). Elsewhere with several devices a batch may be sharded, and
+    the global offsets of the flat array would make XLA's SPMD partitioner all-gather it.
     """
-    return jax.device_count() == 1
+    if jax.device_count() == 1:
+        return True
+    mesh = getattr(getattr(jax.typeof(x), "sharding", None), "mesh", None)
+    types = tuple(getattr(mesh, "axis_types", ()))
+    manual = getattr(getattr(jax.sharding, "AxisType", None), "Manual", None)
+    return manual is not None and bool(types) and all(t == manual for t in types)
 
 
 # Jitted (with the static options) so that eager calls reuse one compilation instead of
@@ -603,7 +615,8 @@ def pav(kind, stats, valid, chunk=None, flat=None):
       XLA's SPMD partitioner keeps a batch sharded over devices where it is (a solver on the
       batch flattened into one array, with global offsets, made it all-gather the batch).
     * flat: the rows laid end to end in one array and solved by the same solver, with the
-      merges stopped at the row length (`_flat_default`: where there is a single device).
+      merges stopped at the row length (`_flat_default`: where there is a single device, or
+      inside a ``shard_map`` over the whole mesh).
 
     Args:
       kind: ``"l2"`` (stats ``(y, 1)``) or ``"kl"`` (stats ``(s, w)``).
@@ -637,7 +650,7 @@ def pav(kind, stats, valid, chunk=None, flat=None):
             for a, p in zip(st, pad, strict=True)
         )
         live = jnp.concatenate([live, jnp.zeros((r, big_n - n), bool)], axis=-1)
-    if _flat_default() if flat is None else flat:
+    if _flat_default(stats[0]) if flat is None else flat:
         total = r * big_n
         start, end, block = _pav_row(
             kind,
@@ -684,7 +697,7 @@ def _row_take(values, idx):
     A gather with the batch as a batch dimension (a sharded batch stays on its devices), or
     with one device (`_flat_default`) one gather from the flattened array, faster on CPU.
     """
-    if _flat_default():
+    if _flat_default(values):
         return jnp.take(values.reshape(-1), _flat_index(idx), mode="clip").reshape(values.shape)
     return jax.vmap(lambda v, i: jnp.take(v, i, mode="clip"))(values, idx)
 
@@ -696,7 +709,7 @@ def _segment_sum(values, start):
     dimension (a sharded batch stays on its devices); with one device (`_flat_default`), one
     scatter-add and one gather on the flattened array.
     """
-    if _flat_default():
+    if _flat_default(values):
         flat = _flat_index(start)
         sums = jnp.zeros((values.size,), values.dtype).at[flat].add(values.reshape(-1))
         return jnp.take(sums, flat, mode="clip").reshape(values.shape)

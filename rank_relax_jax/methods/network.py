@@ -90,6 +90,7 @@ import numpy as np
 from jax import lax
 
 from rank_relax_jax import _axis
+from rank_relax_jax._sharding import vary_like
 from rank_relax_jax.methods import permutation as _perm
 
 NETWORKS = ("bitonic", "odd_even")
@@ -381,7 +382,7 @@ def network_rank(
     """
     n = x.shape[-1]
     w, alphas, table, _, src, size = _sort_wires(x, mask, temperature, descending, network, sigmoid)
-    rho = jnp.broadcast_to(jnp.arange(1, size + 1, dtype=x.dtype), w.shape)
+    rho = vary_like(jnp.broadcast_to(jnp.arange(1, size + 1, dtype=x.dtype), w.shape), w)
 
     def back(u, inputs):
         alpha, row = inputs

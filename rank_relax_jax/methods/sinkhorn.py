@@ -104,6 +104,8 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+from rank_relax_jax._sharding import vary_like
+
 SQUASHES = ("sigmoid", "minmax", "none")
 NUM_ITERATIONS = 1000
 THRESHOLD = 1e-3
@@ -290,11 +292,16 @@ def solve(
         remat = jax.checkpoint(update, prevent_cse=False)
         return jax.lax.cond(jnp.all(carry[-1]), lambda s: s, remat, carry), None
 
-    init = (
-        jnp.zeros(z.shape, z.dtype),
-        jnp.zeros(y.shape, z.dtype),
+    init = vary_like(
+        (
+            jnp.zeros(z.shape, z.dtype),
+            jnp.zeros(y.shape, z.dtype),
+            c_max,
+            jnp.zeros((*batch, 1), bool),
+        ),
+        z,
+        y,
         c_max,
-        jnp.zeros((*batch, 1), bool),
     )
     steps = jnp.arange(num_iterations, dtype=z.dtype)
     (f, _, eps, _), _ = jax.lax.scan(jax.checkpoint(step, prevent_cse=False), init, steps)
