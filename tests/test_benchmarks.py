@@ -68,3 +68,30 @@ def test_ab_solver_compares_two_solvers_and_writes_json(tmp_path):
     from rank_relax_jax.methods import _pav, isotonic
 
     assert isotonic.proj_l2 is _pav.proj_l2 and isotonic.rowwise is _pav.rowwise
+
+
+def test_bench_cores_times_one_and_every_device_and_writes_json(tmp_path):
+    # A subprocess: the script sets the number of host devices before JAX starts.
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    out = tmp_path / "cores.json"
+    env = {**os.environ, "PYTHONPATH": str(root)}
+    env.pop("XLA_FLAGS", None)
+    cmd = [sys.executable, str(root / "benchmarks" / "bench_cores.py"), "--devices", "2",
+           "--shapes", "4x40", "--rounds", "1", "--min-time", "0", "--out", str(out)]  # fmt: skip
+    done = subprocess.run(cmd, env=env, cwd=root, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-3000:]
+    data = json.loads(out.read_text())
+    assert data["meta"]["devices"] == 2
+    rows = data["rows"]
+    assert [(r["cores"], r["regularization"]) for r in rows] == [
+        (1, "l2"), (2, "l2"), (1, "kl"), (2, "kl")
+    ]  # fmt: skip
+    assert all(r["isotonic_s"] > 0 and (r["batch"], r["n"]) == (4, 40) for r in rows)
+    for r in rows:  # torchsort is optional (benchmarks/install_torchsort.sh)
+        assert r["torchsort_s"] is None or (r["torchsort_s"] > 0 and r["ratio"] > 0)
+    assert done.stdout.startswith("| (batch, n) | regularization | cores |")
