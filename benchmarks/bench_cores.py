@@ -10,7 +10,9 @@ as in ``ab_solver.py``: this VM's speed drifts between processes):
   over a one-device mesh, which is exactly the one-device program), against torchsort with
   ``torch.set_num_threads(1)``;
 * **every core**: the batch split over ``D`` host CPU devices by ``jax.shard_map`` (each device
-  solves its rows; no collective), against torchsort with ``D`` threads.
+  solves its rows; no collective), against torchsort with ``D`` threads. A batch that ``D``
+  does not divide (one list) cannot be split: its row repeats the one-device time
+  (``split`` False), against torchsort with ``D`` threads.
 
 ``D`` host devices need ``jax.config.update("jax_num_cpu_devices", D)`` before JAX starts (this
 script does it; ``--devices``, default the number of cores). fwd+bwd: ``grad`` of
@@ -30,7 +32,7 @@ import statistics
 import time
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
-SHAPES = "128x100,1024x100,128x1000,16x10000"
+SHAPES = "1x1000,1x10000,1x100000,128x100,1024x100,128x1000,16x10000"
 
 
 def _best_medians(cells: dict, rounds: int, min_time: float) -> dict:
@@ -137,18 +139,18 @@ def main(argv=None) -> dict:
     for shape in shapes:
         for reg in regs:
             for d in meshes:
-                ours = best.get(("jax", d, shape, reg))
+                split = ("jax", d, shape, reg) in best
+                ours = best.get(("jax", d if split else 1, shape, reg))
                 theirs = best.get(("torchsort", d, shape, reg))
-                if ours is None:
-                    continue
                 ratio = ours / theirs if theirs else None
                 rows.append(
                     {"batch": shape[0], "n": shape[1], "regularization": reg, "cores": d,
-                     "isotonic_s": ours, "torchsort_s": theirs, "ratio": ratio}
+                     "split": split, "isotonic_s": ours, "torchsort_s": theirs, "ratio": ratio}
                 )  # fmt: skip
                 t = f"{theirs * 1e3:.2f}" if theirs else "—"
                 r = f"{ratio:.2f}" if ratio else "—"
-                print(f"| {shape} | {reg} | {d} | {ours * 1e3:.2f} | {t} | {r} |")
+                note = "" if split else " (one device)"
+                print(f"| {shape} | {reg} | {d} | {ours * 1e3:.2f}{note} | {t} | {r} |")
     versions = {"torch": _meta._version("torch"), "torchsort": _meta._version("torchsort")}
     _meta.write(
         args.out, rows, devices=args.devices, rounds=args.rounds, min_time=args.min_time,

@@ -9,7 +9,7 @@ nothing; ``tests/test_sharding.py``):
   invariant, the data flowing into it varies, and tracing fails ("scan body function carry
   input and carry output must have equal types"). `vary_like` casts such initial values to
   vary like the data.
-* **On a mesh with explicit axes** (``jax.make_mesh``'s default from JAX 0.9 on, and
+* **On a mesh with explicit axes** (``jax.make_mesh``'s default in JAX 0.10, and
   ``jax.sharding.AxisType.Explicit``), sharding is part of every array's type and each
   operation must be able to infer its output sharding: the sort's position operand, gathers
   with row indices and ``vmap`` over a sharded axis cannot. `auto_sharding` runs a public op in
@@ -33,10 +33,10 @@ __all__ = ["auto_sharding", "vary_like"]
 def _varying_axes(x: Any) -> frozenset:
     """The manual mesh axes that ``x`` varies over inside ``shard_map`` (empty elsewhere)."""
     aval = jax.typeof(x)
-    mat = getattr(aval, "manual_axis_type", None)  # JAX >= 0.10
+    mat = getattr(aval, "manual_axis_type", None)  # JAX 0.10
     if mat is not None:
         return frozenset(getattr(mat, "varying", ()))
-    return frozenset(getattr(aval, "vma", ()) or ())  # JAX 0.6 - 0.9
+    return frozenset(getattr(aval, "vma", ()) or ())  # older JAX: a frozenset attribute
 
 
 def _cast_varying(x: jax.Array, axes: tuple[str, ...]) -> jax.Array:

@@ -92,6 +92,7 @@ def test_bench_cores_times_one_and_every_device_and_writes_json(tmp_path):
         (1, "l2"), (2, "l2"), (1, "kl"), (2, "kl")
     ]  # fmt: skip
     assert all(r["isotonic_s"] > 0 and (r["batch"], r["n"]) == (4, 40) for r in rows)
+    assert [r["split"] for r in rows] == [True] * 4
     for r in rows:  # torchsort is optional (benchmarks/install_torchsort.sh)
         assert r["torchsort_s"] is None or (r["torchsort_s"] > 0 and r["ratio"] > 0)
     assert done.stdout.startswith("| (batch, n) | regularization | cores |")

@@ -292,7 +292,7 @@ def test_every_op_runs_inside_shard_map_and_on_explicit_axes():
     # * inside jax.shard_map (checked types): the loops' carries vary like the data. Results
     #   equal the op on each device's rows, and the isotonic solver's tie sweep needs no
     #   collective there (its loop test is per device);
-    # * on a mesh with explicit axes (jax.make_mesh's default from JAX 0.9): the ops run in Auto
+    # * on a mesh with explicit axes (jax.make_mesh's default in JAX 0.10): the ops run in Auto
     #   mode inside (sorts, gathers and vmaps over a sharded batch are not typed otherwise), equal
     #   the single-device results and keep the batch sharded.
     lines = [json.loads(line) for line in _run(["-c", MODES_CODE]).split("\n") if line]
