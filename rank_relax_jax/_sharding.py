@@ -27,7 +27,7 @@ from typing import Any
 
 import jax
 
-__all__ = ["auto_sharding", "vary_like"]
+__all__ = ["auto_sharding", "fully_manual", "vary_like"]
 
 
 def _varying_axes(x: Any) -> frozenset:
@@ -64,17 +64,29 @@ def vary_like(tree: Any, *refs: Any) -> Any:
     return jax.tree.map(cast, tree)
 
 
-def _explicit_spec(x: Any):
-    """``(mesh, spec)`` of an array whose type carries explicit mesh axes, else None."""
-    if not isinstance(x, jax.Array):
-        return None
+def _axis_types(x: Any) -> tuple[tuple, Any]:
+    """``(axis types of the mesh in x's type, x's sharding)``; ``((), None)`` when there is none."""
     sharding = getattr(jax.typeof(x), "sharding", None)
-    mesh = getattr(sharding, "mesh", None)
-    types = getattr(mesh, "axis_types", ())
-    explicit = getattr(getattr(jax.sharding, "AxisType", None), "Explicit", None)
-    if explicit is None or not any(t == explicit for t in types):
-        return None
-    return mesh, sharding.spec
+    return tuple(getattr(getattr(sharding, "mesh", None), "axis_types", ())), sharding
+
+
+def _axis_type(name: str):
+    return getattr(getattr(jax.sharding, "AxisType", None), name, None)
+
+
+def fully_manual(x: Any) -> bool:
+    """Whether ``x`` is inside a ``jax.shard_map`` over every axis of its mesh."""
+    types, _ = _axis_types(x)
+    manual = _axis_type("Manual")
+    return manual is not None and bool(types) and all(t == manual for t in types)
+
+
+def _explicit(x: Any) -> bool:
+    """Whether ``x`` is an array whose type carries explicit mesh axes."""
+    if not isinstance(x, jax.Array):
+        return False
+    explicit = _axis_type("Explicit")
+    return explicit is not None and explicit in _axis_types(x)[0]
 
 
 def _out_sharding(mesh, spec, ref_shape, out_shape):
@@ -102,11 +114,11 @@ def auto_sharding(fn: Callable) -> Callable:
     @functools.wraps(fn)
     def wrapped(*args, **kwargs):
         leaves, treedef = jax.tree.flatten((args, kwargs))
-        found = next((s for s in map(_explicit_spec, leaves) if s is not None), None)
-        if found is None or not hasattr(jax.sharding, "auto_axes"):
+        ref = next((a for a in leaves if _explicit(a)), None)
+        if ref is None or not hasattr(jax.sharding, "auto_axes"):
             return fn(*args, **kwargs)
-        mesh, spec = found
-        ref = next(a for a in leaves if _explicit_spec(a) is not None)
+        sharding = _axis_types(ref)[1]
+        mesh, spec = sharding.mesh, sharding.spec
         dynamic = [i for i, a in enumerate(leaves) if isinstance(a, jax.Array)]
 
         def call(*arrays):

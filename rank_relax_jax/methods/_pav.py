@@ -51,7 +51,7 @@ import math
 import jax
 import jax.numpy as jnp
 
-from rank_relax_jax._sharding import vary_like
+from rank_relax_jax._sharding import fully_manual, vary_like
 
 # Digits per step of the bridge searches: a 2**_BITS-ary search needs ceil(L / _BITS) steps on a
 # segment of length 2**L, each evaluating 2**_BITS candidates per side in parallel.
@@ -594,12 +594,7 @@ def _flat_default(x) -> bool:
     `benchmarks/bench_isotonic.py`). Elsewhere with several devices a batch may be sharded, and
     the global offsets of the flat array would make XLA's SPMD partitioner all-gather it.
     """
-    if jax.device_count() == 1:
-        return True
-    mesh = getattr(getattr(jax.typeof(x), "sharding", None), "mesh", None)
-    types = tuple(getattr(mesh, "axis_types", ()))
-    manual = getattr(getattr(jax.sharding, "AxisType", None), "Manual", None)
-    return manual is not None and bool(types) and all(t == manual for t in types)
+    return jax.device_count() == 1 or fully_manual(x)
 
 
 # Jitted (with the static options) so that eager calls reuse one compilation instead of
