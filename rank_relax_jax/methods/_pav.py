@@ -391,8 +391,13 @@ _LANES = 256
 
 
 # Where the top levels of the merges have few pairs (one long row, or a few), a lane block is
-# one pair per ``2**_LANE_SHIFT`` entries (at least 4 pairs): `_merge_levels`.
+# one pair per ``2**_LANE_SHIFT`` entries, at least ``_MIN_LANES`` pairs: `_merge_levels`.
 _LANE_SHIFT = 10
+# Narrower blocks mean more lane-loop iterations at the bottom levels, and below about 16 pairs
+# an iteration's fixed cost outweighs the clipped copies of the last pair that a wider block
+# searches: 16 against 4 was 11-21% faster with KL at (1, 1000), (1, 10000) and (4, 1000),
+# within noise with L2 (`benchmarks/ab_solver.py`, 2026-12-06); 64 against 16 within noise.
+_MIN_LANES = 16
 
 
 def _merge_levels(kind, base_level, levels, start, end, block, suf, pre, live, lanes, row_len):
@@ -410,7 +415,8 @@ def _merge_levels(kind, base_level, levels, start, end, block, suf, pre, live, l
     its last pair (wasted work at the top levels, where few pairs are left and the searches are
     deepest), a narrower one runs more loop iterations at the bottom levels. Where the last
     level still has a quarter of ``lanes`` pairs (a batch of many rows) the waste is small and
-    the blocks stay ``lanes`` wide; otherwise they hold one pair per 1,024 entries, at least 4.
+    the blocks stay ``lanes`` wide; otherwise they hold one pair per 1,024 entries, at least
+    ``_MIN_LANES`` (16).
     Measured against the unrolled levels (`benchmarks/bench_isotonic.py`, docs/performance.md):
     one width of 256 for every level was up to 2.5x slower (KL at (1, 10000)); a second, narrow
     loop for the top levels matched the unrolled speed but cost 0.6 s more compile time (about
@@ -421,7 +427,7 @@ def _merge_levels(kind, base_level, levels, start, end, block, suf, pre, live, l
     max_pairs = rows * -(-row_len // (2 << base_level))
     wide = min(lanes, max_pairs)
     if 4 * rows < wide:  # the last level has one pair per row
-        wide = max(min(wide, total >> _LANE_SHIFT), min(4, wide))
+        wide = max(min(wide, total >> _LANE_SHIFT), min(_MIN_LANES, wide))
     state = (start, end, block, suf, pre)
     return _level_loop(kind, base_level, levels, state, live, wide, row_len)
 
