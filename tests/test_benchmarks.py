@@ -106,3 +106,34 @@ def test_bench_cores_times_one_and_every_device_and_writes_json(tmp_path):
     has_peer = rows[0]["torchsort_s"] is not None
     assert lines[: header[0]] == ([] if has_peer else [lines[0]]), done.stdout
     assert has_peer or lines[0].startswith("# torchsort unavailable:")
+
+
+def test_bench_small_lists_times_every_configuration_and_writes_json(tmp_path):
+    # Subprocesses: each configuration is set before its worker imports JAX.
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    out = tmp_path / "small.json"
+    env = {**os.environ, "PYTHONPATH": str(root)}
+    env.pop("XLA_FLAGS", None)
+    cmd = [sys.executable, str(root / "benchmarks" / "bench_small_lists.py"), "--sizes", "40",
+           "--rounds", "1", "--min-time", "0", "--out", str(out)]  # fmt: skip
+    done = subprocess.run(cmd, env=env, cwd=root, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-3000:]
+    data = json.loads(out.read_text())
+    assert data["meta"]["configs"] == "default,one-core,small-loops"
+    rows = {r["op"]: r for r in data["rows"]}
+    assert all(r["n"] == 40 for r in rows.values())
+    ops = ["isotonic-l2", "isotonic-kl", "sigmoid"]
+    parts = ("", " no-merges", " no-chunks", " neither")
+    stages = [f"pav-{k}{s}" for k in ("l2", "kl") for s in parts]
+    assert set(ops + stages) <= set(rows), sorted(rows)
+    for op in ops:  # every configuration times the ops
+        assert all(rows[op][f"{c}_s"] > 0 for c in ("default", "one-core", "small-loops"))
+    for stage in stages:  # the solver's stages: the default configuration only
+        assert rows[stage]["default_s"] > 0
+        assert rows[stage]["one-core_s"] is None and rows[stage]["small-loops_s"] is None
+    assert "| op | n | default | one-core | small-loops |" in done.stdout.splitlines()
