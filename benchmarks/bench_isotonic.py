@@ -14,7 +14,8 @@ shapes of issue #3, for:
   epsilon), ranks limited like OTT's, top-k (O(n · iterations)) at every shape;
 * ``ott-ranks`` / ``ott-topk``: ``ott.tools.soft_sort.ranks`` / ``topk_mask`` (optional);
 * ``rax-approx``: ``rax.utils.approx_ranks`` (optional);
-* ``torchsort``: ``torchsort.soft_rank`` on CPU (optional, timed with torch autograd; a plain
+* ``torchsort`` / ``torchsort-kl``: ``torchsort.soft_rank`` on CPU with L2 / KL regularization
+  (optional, timed with torch autograd on torch's default threads; a plain
   ``pip install torchsort`` fails on CPU-only machines, use ``benchmarks/install_torchsort.sh``).
 
 Peers whose cost grows as n² are skipped above a size limit (``--pair-limit``) instead of
@@ -156,10 +157,10 @@ def _torchsort_method():
         print(f"# torchsort unavailable: {err}")
         return None
 
-    def run(x_np, w_np, backward):
+    def run(x_np, w_np, backward, regularization="l2"):
         x = torch.tensor(x_np, requires_grad=backward)
         w = torch.tensor(w_np)
-        out = torchsort.soft_rank(x, regularization_strength=1.0)
+        out = torchsort.soft_rank(x, regularization=regularization, regularization_strength=1.0)
         if backward:
             (out * w).sum().backward()
             return x.grad
@@ -168,8 +169,11 @@ def _torchsort_method():
     return run
 
 
-def _time_torch(run, x, w, backward, min_time=0.5, max_reps=30):
-    return time_calls(lambda: run(x, w, backward), min_time=min_time, min_reps=3, max_reps=max_reps)
+def _time_torch(run, x, w, backward, regularization="l2", min_time=0.5, max_reps=30):
+    return time_calls(
+        lambda: run(x, w, backward, regularization),
+        min_time=min_time, min_reps=3, max_reps=max_reps,
+    )  # fmt: skip
 
 
 def _allowed(cost, shape, args):
@@ -251,13 +255,15 @@ def main():
                     f"{res['compile_cpu_s']:5.2f} s CPU)",
                     flush=True,
                 )
-        if torch_run is not None and (not wanted or "torchsort" in wanted):
+        for name, reg in (("torchsort", "l2"), ("torchsort-kl", "kl")):
+            if torch_run is None or (wanted and name not in wanted):
+                continue
             xn, wn = np.asarray(x), np.asarray(w)
             for mode in ("fwd", "fwd+bwd"):
-                res = _time_torch(torch_run, xn, wn, mode != "fwd")
+                res = _time_torch(torch_run, xn, wn, mode != "fwd", reg)
                 res["ratio"] = res["median_s"] / floor["median_s"]
-                rows.append({"shape": shape, "method": "torchsort", "mode": mode, **res})
-                print(f"{shape!s:>13} torchsort     {mode:7} {res['median_s'] * 1e3:9.2f} ms")
+                rows.append({"shape": shape, "method": name, "mode": mode, **res})
+                print(f"{shape!s:>13} {name:13} {mode:7} {res['median_s'] * 1e3:9.2f} ms")
 
     meta["torchsort"] = torch_run is not None
     flat = [{**r, "shape": "x".join(map(str, r["shape"]))} for r in rows]

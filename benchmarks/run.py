@@ -131,10 +131,14 @@ def _peer_cells(name: str, mod: Any, ops: tuple[str, ...]) -> list[Cell]:
             ft = lambda x: ru.approx_cutoff(x, topk_k(x.shape[-1]))  # noqa: E731
             cells.append(Cell("topk", name, "approx_cutoff", False, ft))
     elif name == "torchsort":
-        if "rank" in ops:
-            cells.append(Cell("rank", name, "l2", False, torch_fn=lambda x: mod.soft_rank(x)))
-        if "sort" in ops:
-            cells.append(Cell("sort", name, "l2", False, torch_fn=lambda x: mod.soft_sort(x)))
+        # Both regularizations, so that our KL rows have their counterpart.
+        for reg in ("l2", "kl"):
+            if "rank" in ops:
+                fr = lambda x, reg=reg: mod.soft_rank(x, regularization=reg)  # noqa: E731
+                cells.append(Cell("rank", name, reg, False, torch_fn=fr))
+            if "sort" in ops:
+                fs = lambda x, reg=reg: mod.soft_sort(x, regularization=reg)  # noqa: E731
+                cells.append(Cell("sort", name, reg, False, torch_fn=fs))
     elif name == "diffsort" and "sort" in ops:
         cells.append(Cell("sort", name, "bitonic", True, torch_fn="diffsort"))  # built per n
     return cells
