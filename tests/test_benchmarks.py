@@ -137,3 +137,28 @@ def test_bench_small_lists_times_every_configuration_and_writes_json(tmp_path):
         assert rows[stage]["default_s"] > 0
         assert rows[stage]["one-core_s"] is None and rows[stage]["small-loops_s"] is None
     assert "| op | n | default | one-core | small-loops |" in done.stdout.splitlines()
+
+
+def test_bench_isotonic_keeps_each_cells_fastest_round(tmp_path):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    out = tmp_path / "iso.json"
+    env = {**os.environ, "PYTHONPATH": str(root)}
+    cmd = [sys.executable, str(root / "benchmarks" / "bench_isotonic.py"), "--shapes", "1x50",
+           "--methods", "isotonic-l2,torchsort-kl", "--rounds", "2", "--out", str(out)]  # fmt: skip
+    done = subprocess.run(cmd, env=env, cwd=root, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-3000:]
+    rows = json.loads(out.read_text())["rows"]
+    by = {(r["method"], r["mode"]): r for r in rows}
+    # torchsort-kl only where torch is installed (CI installs no peers).
+    assert {("argsort", "fwd"), ("isotonic-l2", "fwd"), ("isotonic-l2", "fwd+bwd")} <= set(by)
+    assert {m for m, _ in by} <= {"argsort", "isotonic-l2", "torchsort-kl"}
+    floor = by["argsort", "fwd"]["median_s"]
+    for r in rows:
+        assert r["rounds"] == 2 and r["median_s"] > 0
+        assert r["ratio"] == r["median_s"] / floor
+    assert "| (batch, n) | argsort | isotonic-l2 |" in done.stdout
