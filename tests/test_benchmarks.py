@@ -1,9 +1,25 @@
 """The benchmark entry point runs and writes the JSON it documents (no timing is asserted)."""
 
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 from benchmarks import _methods, run
 from rank_relax_jax import methods
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _script(name, *args):
+    """Runs ``benchmarks/<name>`` in a fresh process (for scripts that configure JAX first)."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env.pop("XLA_FLAGS", None)
+    cmd = [sys.executable, str(ROOT / "benchmarks" / name), *map(str, args)]
+    done = subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done
 
 
 def test_run_writes_every_registered_method(tmp_path, capsys):
@@ -72,19 +88,9 @@ def test_ab_solver_compares_two_solvers_and_writes_json(tmp_path):
 
 def test_bench_cores_times_one_and_every_device_and_writes_json(tmp_path):
     # A subprocess: the script sets the number of host devices before JAX starts.
-    import os
-    import subprocess
-    import sys
-    from pathlib import Path
-
-    root = Path(__file__).resolve().parents[1]
     out = tmp_path / "cores.json"
-    env = {**os.environ, "PYTHONPATH": str(root)}
-    env.pop("XLA_FLAGS", None)
-    cmd = [sys.executable, str(root / "benchmarks" / "bench_cores.py"), "--devices", "2",
-           "--shapes", "4x40", "--rounds", "1", "--min-time", "0", "--out", str(out)]  # fmt: skip
-    done = subprocess.run(cmd, env=env, cwd=root, capture_output=True, text=True)
-    assert done.returncode == 0, done.stderr[-3000:]
+    done = _script("bench_cores.py", "--devices", 2, "--shapes", "4x40", "--rounds", 1,
+                   "--min-time", 0, "--out", out)  # fmt: skip
     data = json.loads(out.read_text())
     assert data["meta"]["devices"] == 2
     rows = data["rows"]
@@ -110,19 +116,9 @@ def test_bench_cores_times_one_and_every_device_and_writes_json(tmp_path):
 
 def test_bench_small_lists_times_every_configuration_and_writes_json(tmp_path):
     # Subprocesses: each configuration is set before its worker imports JAX.
-    import os
-    import subprocess
-    import sys
-    from pathlib import Path
-
-    root = Path(__file__).resolve().parents[1]
     out = tmp_path / "small.json"
-    env = {**os.environ, "PYTHONPATH": str(root)}
-    env.pop("XLA_FLAGS", None)
-    cmd = [sys.executable, str(root / "benchmarks" / "bench_small_lists.py"), "--sizes", "40",
-           "--rounds", "1", "--min-time", "0", "--out", str(out)]  # fmt: skip
-    done = subprocess.run(cmd, env=env, cwd=root, capture_output=True, text=True)
-    assert done.returncode == 0, done.stderr[-3000:]
+    done = _script("bench_small_lists.py", "--sizes", 40, "--rounds", 1, "--min-time", 0,
+                   "--out", out)  # fmt: skip
     data = json.loads(out.read_text())
     assert data["meta"]["configs"] == "default,one-core,small-loops"
     rows = {r["op"]: r for r in data["rows"]}
@@ -140,18 +136,9 @@ def test_bench_small_lists_times_every_configuration_and_writes_json(tmp_path):
 
 
 def test_bench_isotonic_keeps_each_cells_fastest_round(tmp_path):
-    import os
-    import subprocess
-    import sys
-    from pathlib import Path
-
-    root = Path(__file__).resolve().parents[1]
     out = tmp_path / "iso.json"
-    env = {**os.environ, "PYTHONPATH": str(root)}
-    cmd = [sys.executable, str(root / "benchmarks" / "bench_isotonic.py"), "--shapes", "1x50",
-           "--methods", "isotonic-l2,torchsort-kl", "--rounds", "2", "--out", str(out)]  # fmt: skip
-    done = subprocess.run(cmd, env=env, cwd=root, capture_output=True, text=True)
-    assert done.returncode == 0, done.stderr[-3000:]
+    done = _script("bench_isotonic.py", "--shapes", "1x50", "--methods",
+                   "isotonic-l2,torchsort-kl", "--rounds", 2, "--out", out)  # fmt: skip
     rows = json.loads(out.read_text())["rows"]
     by = {(r["method"], r["mode"]): r for r in rows}
     # torchsort-kl only where torch is installed (CI installs no peers).
