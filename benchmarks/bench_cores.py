@@ -28,8 +28,11 @@ from __future__ import annotations
 import argparse
 import os
 import pathlib
-import statistics
-import time
+
+try:  # python -m benchmarks.bench_cores
+    from benchmarks._timing import time_calls
+except ImportError:  # python benchmarks/bench_cores.py
+    from _timing import time_calls
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 SHAPES = "1x1000,1x10000,1x100000,128x100,1024x100,128x1000,16x10000"
@@ -40,13 +43,7 @@ def _best_medians(cells: dict, rounds: int, min_time: float) -> dict:
     best: dict = {}
     for _ in range(rounds):
         for key, call in cells.items():
-            call()
-            times, start = [], time.perf_counter()
-            while len(times) < 3 or (time.perf_counter() - start < min_time and len(times) < 500):
-                t0 = time.perf_counter()
-                call()
-                times.append(time.perf_counter() - t0)
-            median = statistics.median(times)
+            median = time_calls(call, min_time=min_time, min_reps=3, max_reps=500)["median_s"]
             best[key] = min(best.get(key, median), median)
     return best
 

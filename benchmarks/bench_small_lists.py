@@ -33,10 +33,15 @@ import argparse
 import json
 import os
 import pathlib
-import statistics
 import subprocess
 import sys
-import time
+
+try:  # python -m benchmarks.bench_small_lists
+    from benchmarks import _meta
+    from benchmarks._timing import time_calls
+except ImportError:  # python benchmarks/bench_small_lists.py (and the workers)
+    import _meta
+    from _timing import time_calls
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 CONFIGS = ("default", "one-core", "small-loops")
@@ -44,13 +49,7 @@ SMALL_LOOPS = "--xla_backend_extra_options=xla_cpu_small_while_loop_byte_thresho
 
 
 def _median_s(call, min_time: float) -> float:
-    call()
-    times, start = [], time.perf_counter()
-    while len(times) < 5 or (time.perf_counter() - start < min_time and len(times) < 5000):
-        t0 = time.perf_counter()
-        call()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+    return time_calls(call, min_time=min_time, min_reps=5, max_reps=5000)["median_s"]
 
 
 def _worker(config: str, sizes: list[int], min_time: float) -> dict:
@@ -190,10 +189,6 @@ def main(argv=None) -> dict:
         rows.append({"op": op, "n": int(n), **{f"{c}_s": t for c, t in times.items()}})
         shown = " | ".join("—" if t is None else f"{t * 1e3:.3f}" for t in times.values())
         print(f"| {op} | {n} | {shown} |")
-    try:  # python -m benchmarks.bench_small_lists
-        from benchmarks import _meta
-    except ImportError:  # python benchmarks/bench_small_lists.py
-        import _meta
     versions = {d: _meta._version(d) for d in ("rax", "torch", "torchsort")}
     _meta.write(args.out, rows, versions=versions, configs=",".join(configs), rounds=args.rounds,
                 min_time=args.min_time, small_loops_flag=SMALL_LOOPS)  # fmt: skip
