@@ -14,8 +14,10 @@ per-program and per-operation costs. This script measures them, fwd+bwd (``grad`
   compile whole while loops (those without scatter, sort or custom calls) into one kernel
   instead of one runtime call per operation and iteration.
 
-Cells: isotonic L2 and KL, the pairwise ``sigmoid`` method, Rax ``approx_ranks`` (the same
-pairwise relaxation) and torchsort L2 and KL on one thread, where installed; and, in the default
+Cells: isotonic L2 and KL, the same ops with the solver replaced by singleton blocks
+(``no-solver``: what everything around the solver costs; wrong values, times only), the pairwise
+``sigmoid`` method, Rax ``approx_ranks`` (the same pairwise relaxation) and torchsort L2 and KL
+on one thread, where installed; and, in the default
 configuration, the isotonic solver (`rank_relax_jax.methods._pav.pav`, L2 and KL) whole, without
 its merge levels, without its chunk solver, and without both (a diagnostic: it patches the two
 private stages out, so those programs compute wrong blocks, and only their times are kept).
@@ -30,6 +32,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import pathlib
@@ -50,6 +53,19 @@ SMALL_LOOPS = "--xla_backend_extra_options=xla_cpu_small_while_loop_byte_thresho
 
 def _median_s(call, min_time: float) -> float:
     return time_calls(call, min_time=min_time, min_reps=5, max_reps=5000)["median_s"]
+
+
+def _singletons(kind, stats, valid, chunk=None, flat=None):
+    """A stand-in for `_pav.pav` that makes every entry its own block (wrong, but loop-free)."""
+    import jax.numpy as jnp
+
+    _singletons.traced += 1
+    r, n = stats[0].shape
+    pos = jnp.broadcast_to(jnp.arange(n, dtype=jnp.int32), (r, n))
+    return pos, pos + 1, (stats[0], stats[1] if kind == "kl" else jnp.ones_like(stats[0]))
+
+
+_singletons.traced = 0
 
 
 def _worker(config: str, sizes: list[int], min_time: float) -> dict:
@@ -83,6 +99,22 @@ def _worker(config: str, sizes: list[int], min_time: float) -> dict:
         for name, op in ops.items():
             f = jax.jit(jax.grad(lambda x, w=w, op=op: jnp.sum(op(x) * w))).lower(x).compile()
             out[f"{name} {n}"] = _median_s(ready(f, x), min_time)
+        # The isotonic op with its solver replaced by singleton blocks (times only): the cost
+        # of everything around the solver (sort, kernels, derivatives, dispatch).
+        solver = _pav.pav
+        _pav.pav = _singletons
+        jax.clear_caches()  # the library's jitted functions: trace them again with the stand-in
+        try:
+            for reg in ("l2", "kl"):
+                op = functools.partial(soft_rank, regularization=reg)
+                traced = _singletons.traced
+                f = jax.jit(jax.grad(lambda x, w=w, op=op: jnp.sum(op(x) * w))).lower(x).compile()
+                if _singletons.traced == traced:  # a cached trace kept the real solver
+                    raise RuntimeError("the no-solver program does not use the stand-in")
+                out[f"isotonic-{reg} no-solver {n}"] = _median_s(ready(f, x), min_time)
+        finally:
+            _pav.pav = solver
+            jax.clear_caches()
         try:
             import torch
             import torchsort

@@ -123,7 +123,13 @@ def test_bench_small_lists_times_every_configuration_and_writes_json(tmp_path):
     assert data["meta"]["configs"] == "default,one-core,small-loops"
     rows = {r["op"]: r for r in data["rows"]}
     assert all(r["n"] == 40 for r in rows.values())
-    ops = ["isotonic-l2", "isotonic-kl", "sigmoid"]
+    ops = [
+        "isotonic-l2",
+        "isotonic-kl",
+        "isotonic-l2 no-solver",
+        "isotonic-kl no-solver",
+        "sigmoid",
+    ]
     parts = ("", " no-merges", " no-chunks", " neither")
     stages = [f"pav-{k}{s}" for k in ("l2", "kl") for s in parts]
     assert set(ops + stages) <= set(rows), sorted(rows)
