@@ -13,12 +13,17 @@ Per cell (operation, method, shape), all in float32 on the default JAX device:
 * ``fwd_mem`` / ``fwd_bwd_mem``: compiled temp + output bytes (``memory_analysis()``);
 * ``fwd_ratio`` / ``fwd_bwd_ratio``: time over ``jnp.argsort`` of the same shape in the same run.
 
+Every cell of a shape is compiled first, then timed; with ``--rounds R`` the cells of the shape
+are timed R times in turn and each keeps its fastest round's median (one round can leave single
+cells up to 2x off on a shared machine: docs/performance.md).
+
 A cell whose memory estimate passes ``--mem-cap`` (O(n²) methods: batch·n²·4 B·3, estimated
 before compiling), or whose pairwise work passes ``--work-cap``, is skipped with a line saying
 so. Progress goes to stderr, a Markdown table to stdout, JSON to ``benchmarks/results/run.json``
 (or ``--out``) with machine, versions, command and date. Usage::
 
     python -m benchmarks.run                 # every shape, (1, 10) .. (1, 1,000,000)
+    python -m benchmarks.run --rounds 3      # the same, each cell's fastest of three rounds
     python -m benchmarks.run --quick         # two shapes, few repeats (< 2 minutes, quiet CPU)
     python benchmarks/run.py --shapes 1x100,128x1000 --ops rank --out /tmp/r.json
 """
@@ -171,35 +176,43 @@ def _mem(compiled) -> int | None:
         return None
 
 
-def _time_jax(f, args, reps):
+def _compile_jax(f, args):
+    """A ready-to-time call of jitted ``f`` on ``args`` (run once), its compile time and bytes."""
     t0 = time.perf_counter()
     compiled = jax.jit(f).lower(*args).compile()
     compile_s = time.perf_counter() - t0
-    timing = time_calls(lambda: jax.block_until_ready(compiled(*args)), **reps)
-    return timing["median_s"], compile_s, _mem(compiled)
+
+    def call():
+        return jax.block_until_ready(compiled(*args))
+
+    call()  # a program that fails when run fails here, with its cell
+    return call, compile_s, _mem(compiled)
 
 
-def time_jax_cell(cell: Cell, x: jax.Array, c: jax.Array, reps, grad: bool) -> dict:
-    fwd_s, fwd_c, fwd_m = _time_jax(cell.jax_fn, (x,), reps)
-    out = {"fwd_s": fwd_s, "fwd_compile_s": fwd_c, "fwd_mem": fwd_m}
+def prepare_jax_cell(cell: Cell, x: jax.Array, c: jax.Array, grad: bool) -> tuple[dict, dict]:
+    """Compiles a JAX cell: ``(info, calls)``, compile times and bytes, and the calls to time."""
+    call, compile_s, mem = _compile_jax(cell.jax_fn, (x,))
+    info, calls = {"fwd_compile_s": compile_s, "fwd_mem": mem}, {"fwd_s": call}
     if grad:
 
         def loss(x, c):
             y = cell.jax_fn(x)
             return jnp.sum(y * c.astype(y.dtype)[..., : y.shape[-1]])
 
-        vg = jax.value_and_grad(loss)
         try:
-            s, cs, m = _time_jax(vg, (x, c), reps)
+            call, compile_s, mem = _compile_jax(jax.value_and_grad(loss), (x, c))
         except Exception as e:  # a peer without reverse mode: keep its forward numbers
             msg = f"{type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}"
             _log(f"fail fwd+bwd {cell.library} {cell.op} {cell.label} {x.shape}: {msg}")
-            return {**out, "fwd_bwd_error": msg}
-        out.update(fwd_bwd_s=s, fwd_bwd_compile_s=cs, fwd_bwd_mem=m)
-    return out
+            info["fwd_bwd_error"] = msg
+        else:
+            info.update(fwd_bwd_compile_s=compile_s, fwd_bwd_mem=mem)
+            calls["fwd_bwd_s"] = call
+    return info, calls
 
 
-def time_torch_cell(cell: Cell, x: np.ndarray, c: np.ndarray, reps, grad: bool) -> dict:
+def prepare_torch_cell(cell: Cell, x: np.ndarray, c: np.ndarray, grad: bool) -> tuple[dict, dict]:
+    """Sets up a PyTorch peer cell: ``(info, calls)`` as `prepare_jax_cell`."""
     import torch
 
     xt = torch.from_numpy(np.array(x))
@@ -213,9 +226,13 @@ def time_torch_cell(cell: Cell, x: np.ndarray, c: np.ndarray, reps, grad: bool) 
     else:
         fn = cell.torch_fn
     setup_s = time.perf_counter() - t0
-    with torch.no_grad():
-        fwd = time_calls(lambda: fn(xt), **reps)
-    out = {"fwd_s": fwd["median_s"], "fwd_compile_s": setup_s, "fwd_mem": None}
+
+    def forward():
+        with torch.no_grad():
+            return fn(xt)
+
+    info = {"fwd_compile_s": setup_s, "fwd_mem": None}
+    calls = {"fwd_s": forward}
     if grad:
 
         def step():
@@ -223,9 +240,27 @@ def time_torch_cell(cell: Cell, x: np.ndarray, c: np.ndarray, reps, grad: bool) 
             (fn(v) * ct).sum().backward()
             return v.grad
 
-        fb = time_calls(step, **reps)
-        out.update(fwd_bwd_s=fb["median_s"], fwd_bwd_compile_s=0.0, fwd_bwd_mem=None)
-    return out
+        info.update(fwd_bwd_compile_s=0.0, fwd_bwd_mem=None)
+        calls["fwd_bwd_s"] = step
+    for call in calls.values():  # a peer that fails on a shape fails here, with its cell
+        call()
+    return info, calls
+
+
+def time_rounds(calls: list[dict], reps: dict, rounds: int) -> list[dict]:
+    """The fastest round's median of every call: ``rounds`` rounds over all the cells in turn.
+
+    One round times each call once (`time_calls`: warm-up, then the median of its repeats);
+    a cell timed once can land up to 2x off on a shared machine (docs/performance.md), and
+    interleaved rounds spread such a slow spell over different cells.
+    """
+    best: list[dict] = [{} for _ in calls]
+    for _ in range(rounds):
+        for cell_calls, cell_best in zip(calls, best, strict=True):
+            for key, call in cell_calls.items():
+                median = time_calls(call, **reps)["median_s"]
+                cell_best[key] = min(cell_best.get(key, median), median)
+    return best
 
 
 # --------------------------------------------------------------------------- main
@@ -288,6 +323,13 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--mem-cap", type=float, default=8 * 2**30, help="bytes (default 8 GiB)")
     p.add_argument("--work-cap", type=float, default=2e10, help="b·n² pair terms")
     p.add_argument("--min-time", type=float, default=None, help="seconds per timed cell")
+    p.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="time every cell of a shape this many times in turn"
+        " and keep each cell's fastest round (3 for tables: one round can land 2x off)",
+    )
     p.add_argument("--out", default=None, help="JSON path (default benchmarks/results/run.json)")
     p.add_argument("--render", default=None, help="print the table of an existing JSON and exit")
     a = p.parse_args(argv)
@@ -317,6 +359,7 @@ def main(argv: list[str] | None = None) -> dict:
         mem_cap=a.mem_cap,
         work_cap=a.work_cap,
         reps=reps,
+        rounds=a.rounds,
     )
     rows: list[dict] = []
     out = a.out or pathlib.Path(__file__).resolve().parent / "results" / "run.json"
@@ -324,17 +367,12 @@ def main(argv: list[str] | None = None) -> dict:
         b, n = shape
         x = jax.random.normal(jax.random.key(n), shape, jnp.float32)
         c = jax.random.normal(jax.random.key(n + 1), shape, jnp.float32)
-        base = time_jax_cell(
-            Cell("argsort", "jax", "jnp.argsort", False, lambda v: jnp.argsort(v, axis=-1)),
-            x,
-            c,
-            reps,
-            grad=False,
-        )
-        floor = base["fwd_s"]
-        rows.append({"op": "argsort", "library": "jax", "method": "jnp.argsort", "batch": b,
-                     "n": n, **base, "fwd_ratio": 1.0})  # fmt: skip
-        _log(f"{b}×{n}: jnp.argsort {1e3 * floor:.3g} ms")
+        argsort = Cell("argsort", "jax", "jnp.argsort", False, lambda v: jnp.argsort(v, axis=-1))
+        # Every cell of the shape is compiled first, then timed in rounds (`time_rounds`); the
+        # rows keep the cells' order, timed ones filled in after the rounds.
+        row = {"op": "argsort", "library": "jax", "method": "jnp.argsort", "batch": b, "n": n}
+        shape_rows = [row]
+        entries = [(row, *prepare_jax_cell(argsort, x, c, grad=False))]
         for cell in cells:
             row = {"op": cell.op, "library": cell.library, "method": cell.label, "batch": b, "n": n}
             why = skip_reason(cell, shape, a.mem_cap, a.work_cap)
@@ -342,27 +380,36 @@ def main(argv: list[str] | None = None) -> dict:
                 why = "k needs n >= 2"
             if why:
                 _log(f"skip {cell.library} {cell.op} {cell.label} {b}×{n}: {why}")
-                rows.append({**row, "skipped": why})
+                shape_rows.append({**row, "skipped": why})
                 continue
             try:
                 if cell.jax_fn is not None:
-                    res = time_jax_cell(cell, x, c, reps, grad)
+                    info, calls = prepare_jax_cell(cell, x, c, grad)
                 else:
-                    res = time_torch_cell(cell, np.asarray(x), np.asarray(c), reps, grad)
+                    info, calls = prepare_torch_cell(cell, np.asarray(x), np.asarray(c), grad)
             except Exception as e:  # a peer that fails on a shape: say so, keep going
                 msg = f"{type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}"
                 _log(f"fail {cell.library} {cell.op} {cell.label} {b}×{n}: {msg}")
-                rows.append({**row, "skipped": f"failed: {msg}"})
+                shape_rows.append({**row, "skipped": f"failed: {msg}"})
                 continue
-            res["fwd_ratio"] = res["fwd_s"] / floor
+            shape_rows.append(row)
+            entries.append((row, info, calls))
+        best = time_rounds([calls for _, _, calls in entries], reps, a.rounds)
+        floor = best[0]["fwd_s"]
+        _log(f"{b}×{n}: jnp.argsort {1e3 * floor:.3g} ms")
+        for (row, info, _), res in zip(entries, best, strict=True):
+            res = {**info, **res, "fwd_ratio": res["fwd_s"] / floor}
             if "fwd_bwd_s" in res:
                 res["fwd_bwd_ratio"] = res["fwd_bwd_s"] / floor
-            rows.append({**row, **res})
+            row.update(res)
+            if row["op"] == "argsort":
+                continue
             _log(
-                f"{cell.library:14s} {cell.op:5s} {cell.label:20s} {b}×{n}: "
+                f"{row['library']:14s} {row['op']:5s} {row['method']:20s} {b}×{n}: "
                 f"fwd {1e3 * res['fwd_s']:.3g} ms ({res['fwd_ratio']:.3g}× argsort)"
                 + (f", fwd+bwd {1e3 * res['fwd_bwd_s']:.3g} ms" if "fwd_bwd_s" in res else "")
             )
+        rows.extend(shape_rows)
         _meta.write_record(
             out, meta, rows
         )  # after every shape: a stopped run keeps what it measured

@@ -56,6 +56,33 @@ def test_run_writes_every_registered_method(tmp_path, capsys):
     assert table.startswith("| op | library |") and "isotonic[kl]" in table
 
 
+def test_rounds_interleave_cells_and_keep_each_cells_fastest(monkeypatch):
+    order, medians = [], iter([5.0, 1.0, 7.0, 2.0, 3.0, 4.0])
+
+    def fake_time_calls(call, **reps):
+        order.append(call())
+        return {"median_s": next(medians)}
+
+    monkeypatch.setattr(run, "time_calls", fake_time_calls)
+    calls = [{"fwd_s": lambda: "a"}, {"fwd_s": lambda: "b", "fwd_bwd_s": lambda: "b'"}]
+    best = run.time_rounds(calls, {}, rounds=2)
+    assert order == ["a", "b", "b'", "a", "b", "b'"]  # round by round, every cell in turn
+    assert best == [{"fwd_s": 2.0}, {"fwd_s": 1.0, "fwd_bwd_s": 4.0}]
+
+
+def test_run_with_rounds_records_them_and_fills_every_timed_row(tmp_path):
+    out = tmp_path / "run.json"
+    run.main(["--shapes", "1x6", "--ops", "rank", "--peers", "", "--min-time", "0",
+              "--rounds", "2", "--out", str(out)])  # fmt: skip
+    data = json.loads(out.read_text())
+    assert data["meta"]["rounds"] == 2
+    rows = data["rows"]
+    assert rows[0]["method"] == "jnp.argsort" and rows[0]["fwd_ratio"] == 1.0
+    timed = [r for r in rows[1:] if not r.get("skipped")]
+    assert timed and all(r["fwd_s"] > 0 and r["fwd_bwd_s"] > 0 for r in timed)
+    assert all(r["fwd_ratio"] == r["fwd_s"] / rows[0]["fwd_s"] for r in timed)
+
+
 def test_mem_cap_skips_quadratic_cells_with_a_reason():
     cell = run.Cell("rank", "rank_relax_jax", "neuralsort", True, lambda x: x)
     why = run.skip_reason(cell, (1, 1_000_000), mem_cap=2**30, work_cap=1e30)
