@@ -32,3 +32,21 @@ def time_calls(
         times.append(time.perf_counter() - t0)
     median = statistics.median(times)
     return {"compile_s": max(first - median, 0.0), "median_s": median, "reps": len(times)}
+
+
+def fastest_rounds(calls: dict, rounds: int, **reps) -> dict:
+    """The fastest round's median of each call: ``rounds`` rounds over all the calls in turn.
+
+    Each round times every call once (`time_calls` with ``reps``). A call timed once can land
+    up to 2x slow on a shared machine (docs/performance.md); interleaved rounds spread such a
+    slow spell over different calls, and each call keeps its best.
+
+    Returns:
+      ``{key: median_s}`` for the keys of ``calls``.
+    """
+    best: dict = {}
+    for _ in range(rounds):
+        for key, call in calls.items():
+            median = time_calls(call, **reps)["median_s"]
+            best[key] = min(best.get(key, median), median)
+    return best

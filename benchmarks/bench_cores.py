@@ -30,22 +30,12 @@ import os
 import pathlib
 
 try:  # python -m benchmarks.bench_cores
-    from benchmarks._timing import time_calls
+    from benchmarks._timing import fastest_rounds
 except ImportError:  # python benchmarks/bench_cores.py
-    from _timing import time_calls
+    from _timing import fastest_rounds
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 SHAPES = "1x1000,1x10000,1x100000,128x100,1024x100,128x1000,16x10000"
-
-
-def _best_medians(cells: dict, rounds: int, min_time: float) -> dict:
-    """The fastest round's median seconds per call of each cell (cells timed in turn)."""
-    best: dict = {}
-    for _ in range(rounds):
-        for key, call in cells.items():
-            median = time_calls(call, min_time=min_time, min_reps=3, max_reps=500)["median_s"]
-            best[key] = min(best.get(key, median), median)
-    return best
 
 
 def main(argv=None) -> dict:
@@ -127,7 +117,7 @@ def main(argv=None) -> dict:
 
                 for d in meshes:
                     cells["torchsort", d, shape, reg] = lambda d=d, run=run: run(d)
-    best = _best_medians(cells, args.rounds, args.min_time)
+    best = fastest_rounds(cells, args.rounds, min_time=args.min_time, min_reps=3, max_reps=500)
 
     rows = []
     head = "| (batch, n) | regularization | cores | isotonic ms | torchsort ms | ratio |"

@@ -96,9 +96,12 @@ def _worker(config: str, sizes: list[int], min_time: float) -> dict:
             ops["rax-approx"] = lambda x: rax.utils.approx_ranks(x)
         except ImportError:
             pass
+
+        def fwd_bwd(op, x=x, w=w):
+            return jax.jit(jax.grad(lambda x: jnp.sum(op(x) * w))).lower(x).compile()
+
         for name, op in ops.items():
-            f = jax.jit(jax.grad(lambda x, w=w, op=op: jnp.sum(op(x) * w))).lower(x).compile()
-            out[f"{name} {n}"] = _median_s(ready(f, x), min_time)
+            out[f"{name} {n}"] = _median_s(ready(fwd_bwd(op), x), min_time)
         # The isotonic op with its solver replaced by singleton blocks (times only): the cost
         # of everything around the solver (sort, kernels, derivatives, dispatch).
         solver = _pav.pav
@@ -106,9 +109,8 @@ def _worker(config: str, sizes: list[int], min_time: float) -> dict:
         jax.clear_caches()  # the library's jitted functions: trace them again with the stand-in
         try:
             for reg in ("l2", "kl"):
-                op = functools.partial(soft_rank, regularization=reg)
                 traced = _singletons.traced
-                f = jax.jit(jax.grad(lambda x, w=w, op=op: jnp.sum(op(x) * w))).lower(x).compile()
+                f = fwd_bwd(functools.partial(soft_rank, regularization=reg))
                 if _singletons.traced == traced:  # a cached trace kept the real solver
                     raise RuntimeError("the no-solver program does not use the stand-in")
                 out[f"isotonic-{reg} no-solver {n}"] = _median_s(ready(f, x), min_time)

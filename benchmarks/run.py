@@ -50,7 +50,7 @@ import numpy as np
 
 from benchmarks import _meta
 from benchmarks._methods import OPS, topk_k, variants
-from benchmarks._timing import time_calls
+from benchmarks._timing import fastest_rounds
 
 SHAPES = [
     (1, 10),
@@ -247,22 +247,6 @@ def prepare_torch_cell(cell: Cell, x: np.ndarray, c: np.ndarray, grad: bool) -> 
     return info, calls
 
 
-def time_rounds(calls: list[dict], reps: dict, rounds: int) -> list[dict]:
-    """The fastest round's median of every call: ``rounds`` rounds over all the cells in turn.
-
-    One round times each call once (`time_calls`: warm-up, then the median of its repeats);
-    a cell timed once can land up to 2x off on a shared machine (docs/performance.md), and
-    interleaved rounds spread such a slow spell over different cells.
-    """
-    best: list[dict] = [{} for _ in calls]
-    for _ in range(rounds):
-        for cell_calls, cell_best in zip(calls, best, strict=True):
-            for key, call in cell_calls.items():
-                median = time_calls(call, **reps)["median_s"]
-                cell_best[key] = min(cell_best.get(key, median), median)
-    return best
-
-
 # --------------------------------------------------------------------------- main
 
 
@@ -368,7 +352,7 @@ def main(argv: list[str] | None = None) -> dict:
         x = jax.random.normal(jax.random.key(n), shape, jnp.float32)
         c = jax.random.normal(jax.random.key(n + 1), shape, jnp.float32)
         argsort = Cell("argsort", "jax", "jnp.argsort", False, lambda v: jnp.argsort(v, axis=-1))
-        # Every cell of the shape is compiled first, then timed in rounds (`time_rounds`); the
+        # Every cell of the shape is compiled first, then timed in rounds (`fastest_rounds`); the
         # rows keep the cells' order, timed ones filled in after the rounds.
         row = {"op": "argsort", "library": "jax", "method": "jnp.argsort", "batch": b, "n": n}
         shape_rows = [row]
@@ -394,11 +378,15 @@ def main(argv: list[str] | None = None) -> dict:
                 continue
             shape_rows.append(row)
             entries.append((row, info, calls))
-        best = time_rounds([calls for _, _, calls in entries], reps, a.rounds)
-        floor = best[0]["fwd_s"]
+        flat = {
+            (i, k): call for i, (_, _, calls) in enumerate(entries) for k, call in calls.items()
+        }
+        best = fastest_rounds(flat, a.rounds, **reps)
+        floor = best[0, "fwd_s"]
         _log(f"{b}×{n}: jnp.argsort {1e3 * floor:.3g} ms")
-        for (row, info, _), res in zip(entries, best, strict=True):
-            res = {**info, **res, "fwd_ratio": res["fwd_s"] / floor}
+        for i, (row, info, calls) in enumerate(entries):
+            res = {**info, **{k: best[i, k] for k in calls}}
+            res["fwd_ratio"] = res["fwd_s"] / floor
             if "fwd_bwd_s" in res:
                 res["fwd_bwd_ratio"] = res["fwd_bwd_s"] / floor
             row.update(res)

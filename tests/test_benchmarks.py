@@ -6,7 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from benchmarks import _methods, run
+from benchmarks import _methods, _timing, run
 from rank_relax_jax import methods
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -63,11 +63,11 @@ def test_rounds_interleave_cells_and_keep_each_cells_fastest(monkeypatch):
         order.append(call())
         return {"median_s": next(medians)}
 
-    monkeypatch.setattr(run, "time_calls", fake_time_calls)
-    calls = [{"fwd_s": lambda: "a"}, {"fwd_s": lambda: "b", "fwd_bwd_s": lambda: "b'"}]
-    best = run.time_rounds(calls, {}, rounds=2)
+    monkeypatch.setattr(_timing, "time_calls", fake_time_calls)
+    calls = {"a": lambda: "a", "b": lambda: "b", "b'": lambda: "b'"}
+    best = _timing.fastest_rounds(calls, rounds=2)
     assert order == ["a", "b", "b'", "a", "b", "b'"]  # round by round, every cell in turn
-    assert best == [{"fwd_s": 2.0}, {"fwd_s": 1.0, "fwd_bwd_s": 4.0}]
+    assert best == {"a": 2.0, "b": 1.0, "b'": 4.0}
 
 
 def test_run_with_rounds_records_them_and_fills_every_timed_row(tmp_path):
